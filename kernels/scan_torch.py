@@ -1,0 +1,99 @@
+"""Linear recurrence h_t = a_t * h_{t-1} + b_t as a chunked scan in pure torch (any device).
+
+Time is cut into chunks of ``C`` steps (a free view of ``[B, T, D]`` as ``[B, T / C, C, D]``). A short loop over the
+``C`` positions updates every chunk at once: it yields each position's state as if its chunk had started from zero,
+and the running product of the gates. The states at the chunk ends form a shorter recurrence of the same kind, solved
+recursively, and one broadcast multiply-add folds each chunk's incoming state in. That is about ``C + T / C`` small
+launches instead of ``T``, all in linear space: no logs (gates may be 0) and no division by running products (they
+underflow).
+
+A zero gate must cut off the past even when it is inf or NaN (``0 * inf`` is NaN). The fast path multiplies
+plainly, which is exact whenever the result is finite; when it is not, the scan is redone with ``torch.where`` cuts
+(slower, and only then).
+
+The backward pass is the same scan run backwards in time (``g_t = dh_t + a_{t+1} g_{t+1}``), so a custom
+``autograd.Function`` stores only ``a``, the output and ``h0`` rather than every intermediate of the loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: Sequences up to this length are scanned by a plain loop; longer ones are chunked.
+_LOOP_MAX_LEN = 32
+
+
+def _scan_loop(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequential scan over dim -2 of ``a``, ``b`` ``[..., T, D]`` from ``h0`` ``[..., D]``.
+
+    Returns the states and the running products of the gates (what a zero initial state would be multiplied by).
+    """
+    out, decay = torch.empty_like(b), torch.empty_like(a)
+    prev_h, prev_decay = h0, torch.ones_like(h0)
+    for t in range(a.shape[-2]):
+        a_t, b_t, out_t, decay_t = a[..., t, :], b[..., t, :], out[..., t, :], decay[..., t, :]
+        torch.addcmul(b_t, a_t, prev_h, out=out_t)
+        if careful:
+            torch.where(a_t == 0, b_t, out_t, out=out_t)
+        torch.mul(prev_decay, a_t, out=decay_t)
+        prev_h, prev_decay = out_t, decay_t
+    return out, decay
+
+
+def _scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool) -> torch.Tensor:
+    batch, length, dim = b.shape
+    if length <= _LOOP_MAX_LEN:
+        return _scan_loop(a, b, h0, careful)[0]
+    size = 1 << round(math.log2(math.sqrt(length)))
+    chunks = -(-length // size)
+    pad = chunks * size - length
+    if pad:  # a = 1, b = 0 carries the state through unchanged; the padded tail is dropped at the end
+        a = torch.cat([a, a.new_ones(batch, pad, dim)], dim=1)
+        b = torch.cat([b, b.new_zeros(batch, pad, dim)], dim=1)
+    local, decay = _scan_loop(a.unflatten(1, (chunks, size)), b.unflatten(1, (chunks, size)), b.new_zeros(batch, chunks, dim), careful)
+    ends = _scan(decay[:, :, -1], local[:, :, -1], h0, careful)
+    starts = torch.cat([h0[:, None], ends[:, :-1]], dim=1)[:, :, None]
+    carried = decay * starts
+    if careful:
+        carried = torch.where(decay == 0, 0.0, carried)
+    return (local + carried).flatten(1, 2)[:, :length]
+
+
+def scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """Forward-only scan of ``[B, T, D]`` tensors from state ``h0`` ``[B, D]``; builds no autograd graph."""
+    h = _scan(a, b, h0, careful=False)
+    if not torch.isfinite(h).all():
+        h = _scan(a, b, h0, careful=True)
+    return h
+
+
+class _LinearScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        h = scan(a, b, h0)
+        ctx.save_for_backward(a, h, h0)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h: torch.Tensor):
+        a, h, h0 = ctx.saved_tensors
+        # g_t = dL/dh_t in total = grad_h_t + a_{t+1} g_{t+1}: the same recurrence, reversed in time.
+        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
+        g = scan(a_next.flip(1), grad_h.flip(1), torch.zeros_like(h0)).flip(1)
+        h_prev = torch.cat([h0[:, None], h[:, :-1]], dim=1)
+        cut = a == 0  # a cut gate has no dependence on the past, in value or in gradient
+        grad_a = torch.where(cut, 0.0, g * h_prev)
+        grad_h0 = torch.where(cut[:, 0], 0.0, g[:, 0] * a[:, 0])
+        return grad_a, g, grad_h0
+
+
+def linear_scan_torch(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable chunked scan; half-precision inputs are accumulated in float32 and cast back."""
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    h0 = b.new_zeros(b.shape[0], b.shape[2]) if h0 is None else h0
+    h = _LinearScan.apply(a.to(compute), b.to(compute), h0.to(compute))
+    return h.to(dtype)
