@@ -1,0 +1,25 @@
+"""minGRU, from Feng et al. 2024, "Were RNNs All We Needed?".
+
+    z_t  = sigmoid(W_z x_t)
+    h~_t = g(W_h x_t),          g(x) = x + 0.5 if x >= 0 else sigmoid(x)
+    h_t  = (1 - z_t) * h_{t-1} + z_t * h~_t
+
+The gate does not depend on h_{t-1}, so over a trajectory this is the linear recurrence h_t = a_t h_{t-1} + b_t with
+a_t = 1 - z_t (computed as sigmoid(-W_z x_t), exact for saturated gates) and b_t = z_t h~_t.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recurl.memory.cell import positive_activation
+from recurl.memory.linear_recurrence import LinearRecurrentCell
+
+
+class MinGRU(LinearRecurrentCell):
+    def __init__(self, size: int, scan_backend: str = "auto"):
+        super().__init__(size, projections=2, scan_backend=scan_backend)
+
+    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        update, candidate = self.proj(x).chunk(2, dim=-1)
+        return torch.sigmoid(-update), torch.sigmoid(update) * positive_activation(candidate)
