@@ -1,0 +1,27 @@
+"""Environments: vectorised POPGym, MiniGrid or any gymnasium id, with observations encoded as flat float32 vectors.
+
+Importing this package registers ``recurl/Counter-v0`` and does not import
+popgym or minigrid: they are imported when their suite is first used.
+"""
+
+from .counter import COUNTER_ID, CounterEnv
+from .encoding import UnsupportedSpaceError, encode_observations, encoded_size, encoded_space
+from .make import final_observations, finished_episodes, make_vector_env
+from .registry import SUITES, resolve_env_id
+
+DEFAULT_IDS = {"popgym": "popgym-RepeatPreviousEasy-v0", "minigrid": "MiniGrid-MemoryS7-v0"}
+
+__all__ = [
+    "COUNTER_ID",
+    "DEFAULT_IDS",
+    "SUITES",
+    "CounterEnv",
+    "UnsupportedSpaceError",
+    "encode_observations",
+    "encoded_size",
+    "encoded_space",
+    "final_observations",
+    "finished_episodes",
+    "make_vector_env",
+    "resolve_env_id",
+]

@@ -35,9 +35,11 @@ def _scan_loop(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool
     for t in range(a.shape[-2]):
         a_t, b_t, out_t, decay_t = a[..., t, :], b[..., t, :], out[..., t, :], decay[..., t, :]
         torch.addcmul(b_t, a_t, prev_h, out=out_t)
-        if careful:
-            torch.where(a_t == 0, b_t, out_t, out=out_t)
         torch.mul(prev_decay, a_t, out=decay_t)
+        if careful:
+            cut = a_t == 0
+            torch.where(cut, b_t, out_t, out=out_t)
+            decay_t.masked_fill_(cut, 0.0)
         prev_h, prev_decay = out_t, decay_t
     return out, decay
 

@@ -68,8 +68,10 @@ class Aaren(nn.Module):
     def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:
         m, u, w = reset_state(state, self.initial_state(x.shape[0], x.device, x.dtype), reset)
         score, value = self._scores_values(x)  # [B, H], [B, H, d]
-        m_new = torch.maximum(m, score.detach())
-        decay, weight = torch.exp(m - m_new), torch.exp(score - m_new)
+        with torch.no_grad():
+            m_new = torch.maximum(m, score)
+            decay = torch.exp(m - m_new)
+        weight = torch.exp(score - m_new)
         u = decay * u + weight
         w = decay[..., None] * w + weight[..., None] * value
         y = self.out((w / u[..., None]).flatten(1))

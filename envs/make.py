@@ -1,0 +1,114 @@
+"""Build the vectorised, observation-encoded environments agents train on.
+
+Autoreset is ``gymnasium.vector.AutoresetMode.SAME_STEP``, on purpose. When
+sub-env ``i``'s episode ends at step ``t``, that same ``step`` call returns
+the *next* episode's first observation in ``obs[i]`` and the true last
+observation in ``info["final_obs"][i]`` (mask ``info["_final_obs"]``). So:
+
+- every transition ``(obs_t, action_t, reward_t, done_t)`` is real: there is
+  no fake step whose action is ignored and whose reward is 0, as with
+  gymnasium's default ``NEXT_STEP`` mode, to be masked out of losses;
+- the reset flag of observation ``t + 1`` (it starts an episode) is exactly
+  ``terminated_t | truncated_t``, the flag the memory contract wants;
+- a truncated episode can bootstrap from its true last observation
+  (``final_observations``), which is encoded like every other observation
+  because the encoding wrapper sits inside each sub-env.
+
+Episode statistics come from gymnasium's vector ``RecordEpisodeStatistics``,
+which counts correctly in ``SAME_STEP`` mode; ``finished_episodes`` reads them.
+
+Seeding: ``make_vector_env`` seeds the action space with ``seed`` and resets
+with ``seed``, which gives sub-env ``i`` the seed ``seed + i``. The env comes
+back reset; calling ``envs.reset(seed=seed)`` again gives the same
+observations, and a later ``reset()`` without a seed continues the seeded
+random streams, so runs are reproducible either way.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+from .encoding import encode_observations
+from .registry import import_suite, resolve_env_id
+
+VECTORIZATIONS = {"sync": SyncVectorEnv, "async": AsyncVectorEnv}
+
+
+def make_vector_env(
+    suite: str,
+    env_id: str,
+    num_envs: int,
+    seed: int,
+    *,
+    vectorization: str = "sync",
+    render_mode: str | None = None,
+    max_episode_steps: int | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> VectorEnv:
+    """``num_envs`` encoded copies of ``env_id`` from ``suite`` in one vector env, already reset with ``seed``.
+
+    Observations are ``[num_envs, obs_dim]`` float32 (``single_observation_space``
+    is the encoded flat Box); action spaces are the env's own. ``vectorization``
+    is ``"sync"`` (one process) or ``"async"`` (one process per sub-env).
+    ``render_mode`` is passed to the env only when given (most POPGym games
+    refuse the argument); ``max_episode_steps`` adds a ``TimeLimit`` (truncation);
+    ``env_kwargs`` are passed to ``gymnasium.make``.
+    """
+    if vectorization not in VECTORIZATIONS:
+        raise ValueError(f"vectorization must be one of {', '.join(VECTORIZATIONS)}, got {vectorization!r}")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    full_id = resolve_env_id(suite, env_id)
+    kwargs = dict(env_kwargs or {})
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    make_one = functools.partial(_make_encoded_env, suite, full_id, max_episode_steps, kwargs)
+    envs = VECTORIZATIONS[vectorization]([make_one] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    envs = RecordEpisodeStatistics(envs)
+    if envs.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+        envs.close()
+        raise RuntimeError(
+            f"{envs} reports autoreset_mode={envs.metadata.get('autoreset_mode')}, expected SAME_STEP"
+        )
+    envs.action_space.seed(seed)
+    envs.single_action_space.seed(seed)
+    envs.reset(seed=seed)
+    return envs
+
+
+def _make_encoded_env(
+    suite: str, env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any]
+) -> gym.Env:
+    # An async worker may be a fresh process (spawn/forkserver) with an empty registry.
+    import_suite(suite)
+    return encode_observations(gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs))
+
+
+def finished_episodes(info: dict[str, Any]) -> list[tuple[float, int]]:
+    """``(return, length)`` of each episode that ended this step, in sub-env order."""
+    if "_episode" not in info:
+        return []
+    done = info["_episode"]
+    stats = info["episode"]
+    return [(float(r), int(n)) for r, n in zip(stats["r"][done], stats["l"][done])]
+
+
+def final_observations(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """The observation each sub-env's last transition led to: ``obs`` with ended sub-envs' rows replaced by their final ones.
+
+    This is what a value target bootstraps from (for truncated episodes);
+    ``obs`` itself holds the next episodes' first observations there.
+    """
+    if "_final_obs" not in info:
+        return obs
+    ended = info["_final_obs"]
+    out = obs.copy()
+    out[ended] = np.stack(info["final_obs"][ended])
+    return out
