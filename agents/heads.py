@@ -1,0 +1,96 @@
+"""Action heads: features -> an action distribution for each gymnasium action space PPO can act in.
+
+Every head's distribution returns ``log_prob`` and ``entropy`` summed over action dimensions (shape = batch shape),
+and ``to_env`` turns sampled actions into what ``VectorEnv.step`` expects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+
+class UnsupportedActionSpaceError(ValueError):
+    """An action space an agent cannot act in."""
+
+
+class _MultiCategorical(Distribution):
+    """Independent categoricals, one per MultiDiscrete component; log-probabilities and entropies add up."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, logits: torch.Tensor, sizes: list[int]):
+        self.parts = [Categorical(logits=chunk, validate_args=False) for chunk in logits.split(sizes, dim=-1)]
+        super().__init__(batch_shape=logits.shape[:-1], validate_args=False)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        return torch.stack([part.sample(sample_shape) for part in self.parts], dim=-1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return sum(part.log_prob(v) for part, v in zip(self.parts, value.unbind(-1)))
+
+    def entropy(self) -> torch.Tensor:
+        return sum(part.entropy() for part in self.parts)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return torch.stack([part.probs.argmax(-1) for part in self.parts], dim=-1)
+
+
+class DiscreteHead(nn.Module):
+    def __init__(self, space: spaces.Discrete, in_size: int):
+        super().__init__()
+        self.start = int(space.start)
+        self.logits = nn.Linear(in_size, int(space.n))
+
+    def forward(self, features: torch.Tensor) -> Distribution:
+        return Categorical(logits=self.logits(features), validate_args=False)
+
+    def to_env(self, action: torch.Tensor) -> np.ndarray:
+        return action.cpu().numpy() + self.start
+
+
+class MultiDiscreteHead(nn.Module):
+    def __init__(self, space: spaces.MultiDiscrete, in_size: int):
+        super().__init__()
+        self.shape, self.start = space.nvec.shape, np.asarray(space.start).reshape(-1)
+        self.sizes = [int(n) for n in space.nvec.reshape(-1)]
+        self.logits = nn.Linear(in_size, sum(self.sizes))
+
+    def forward(self, features: torch.Tensor) -> Distribution:
+        return _MultiCategorical(self.logits(features), self.sizes)
+
+    def to_env(self, action: torch.Tensor) -> np.ndarray:
+        return (action.cpu().numpy() + self.start).reshape(-1, *self.shape)
+
+
+class BoxHead(nn.Module):
+    """A diagonal Gaussian with a state-independent log-std; samples are clipped to the bounds only for the env."""
+
+    def __init__(self, space: spaces.Box, in_size: int):
+        super().__init__()
+        self.shape, self.low, self.high = space.shape, space.low.reshape(-1), space.high.reshape(-1)
+        self.mean = nn.Linear(in_size, int(np.prod(space.shape)))
+        self.log_std = nn.Parameter(torch.zeros(int(np.prod(space.shape))))
+
+    def forward(self, features: torch.Tensor) -> Distribution:
+        mean = self.mean(features)
+        return Independent(Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False), 1)
+
+    def to_env(self, action: torch.Tensor) -> np.ndarray:
+        return np.clip(action.cpu().numpy(), self.low, self.high).reshape(-1, *self.shape)
+
+
+def make_action_head(space: spaces.Space, in_size: int) -> nn.Module:
+    if isinstance(space, spaces.Discrete):
+        return DiscreteHead(space, in_size)
+    if isinstance(space, spaces.MultiDiscrete):
+        return MultiDiscreteHead(space, in_size)
+    if isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating):
+        return BoxHead(space, in_size)
+    raise UnsupportedActionSpaceError(
+        f"action space {space} is not supported: PPO acts in Discrete, MultiDiscrete and float Box spaces"
+    )
