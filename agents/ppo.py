@@ -89,6 +89,17 @@ class PPO:
         self.state = self.policy.initial_state(envs.num_envs, device)
 
     # ---- acting -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, state: State, reset: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, State]:
+        """The policy alone, for evaluation and videos: actions (the distribution's mode if ``deterministic``)."""
+        dist, _, state = self.policy.step(obs, state, reset)
+        return (dist.mode if deterministic else dist.sample()), state
+
+    def to_env(self, action: torch.Tensor) -> np.ndarray:
+        return self.policy.actor.to_env(action)
+
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         """Env output as a tensor in the policy's dtype and device."""
         return torch.as_tensor(array, dtype=self.policy.critic.weight.dtype, device=self.device)
@@ -102,7 +113,7 @@ class PPO:
         for _ in range(self.config.rollout_steps):
             dist, value, self.state = policy.step(self.obs, self.state, self.reset)
             action = dist.sample()
-            next_obs, reward, terminated, truncated, info = envs.step(policy.actor.to_env(action))
+            next_obs, reward, terminated, truncated, info = envs.step(self.to_env(action))
             reward = self._tensor(reward)
             bootstrap = truncated & ~terminated
             if bootstrap.any():
