@@ -1,0 +1,72 @@
+"""``python -m recurl.bench memory``: forward+backward time of one memory layer, parallel vs stepwise vs nn.LSTM.
+
+Each backbone's cell (one layer, width D -> D, as inside ``Memory``) runs over [B, T, D] inputs with episode starts
+sprinkled at random (p = 1/64 per step): once through its parallel ``forward``, once as a Python loop of ``step``.
+The reference is ``torch.nn.LSTM`` of the same width over the same input *without* resets (cuDNN/oneDNN cannot reset
+mid-sequence). Sizes: B=16, T=512, D=64 on CPU; B=64, D=256, T in {128, 512, 1024} on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from recurl.bench.timing import device_name, median_ms
+from recurl.memory import MEMORIES
+
+RESET_PROBABILITY = 1 / 64
+
+
+def _fwd_bwd(run):
+    def fn():
+        y = run()
+        y.square().mean().backward()
+
+    return fn
+
+
+def time_layer(name: str, batch: int, length: int, dim: int, device: torch.device, repeats: int) -> dict[str, float]:
+    cell = MEMORIES[name](dim).to(device)
+    x = torch.randn(batch, length, dim, device=device, requires_grad=True)
+    resets = torch.rand(batch, length, device=device) < RESET_PROBABILITY
+    state = cell.initial_state(batch, device, x.dtype)
+
+    def steps():
+        s, ys = state, []
+        for t in range(length):
+            y, s = cell.step(x[:, t], s, resets[:, t])
+            ys.append(y)
+        return torch.stack(ys, 1)
+
+    parallel = median_ms(_fwd_bwd(lambda: cell(x, state, resets)[0]), device, repeats)
+    stepwise = median_ms(_fwd_bwd(steps), device, max(2, repeats // 5), warmup=1)
+    return {"parallel": parallel, "stepwise": stepwise}
+
+
+def time_cudnn_lstm(batch: int, length: int, dim: int, device: torch.device, repeats: int) -> float:
+    lstm = torch.nn.LSTM(dim, dim, batch_first=True).to(device)
+    x = torch.randn(batch, length, dim, device=device, requires_grad=True)
+    return median_ms(_fwd_bwd(lambda: lstm(x)[0]), device, repeats)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m recurl.bench memory", description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--memories", nargs="+", default=[m for m in MEMORIES if m != "mlp"], choices=list(MEMORIES))
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    sizes = [(64, t, 256) for t in (128, 512, 1024)] if device.type == "cuda" else [(16, 512, 64)]
+    print(f"# memory layers, forward+backward, {device_name(device)}, torch {torch.__version__}")
+    print("| B | T | D | backbone | parallel ms | stepwise ms | stepwise / parallel | nn.LSTM (no resets) ms | nn.LSTM / parallel |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for batch, length, dim in sizes:
+        lstm = time_cudnn_lstm(batch, length, dim, device, args.repeats)
+        for name in args.memories:
+            t = time_layer(name, batch, length, dim, device, args.repeats)
+            print(
+                f"| {batch} | {length} | {dim} | {name} | {t['parallel']:.2f} | {t['stepwise']:.1f} | "
+                f"{t['stepwise'] / t['parallel']:.1f}x | {lstm:.2f} | {lstm / t['parallel']:.2f}x |",
+                flush=True,
+            )
