@@ -26,6 +26,7 @@ from gymnasium.vector import VectorEnv
 from tensordict import TensorDict
 from torch import nn
 
+from recurl.agents.errors import NonFiniteError, check_finite
 from recurl.agents.gae import generalized_advantages
 from recurl.agents.policy import RecurrentActorCritic
 from recurl.envs import final_observations, finished_episodes
@@ -114,6 +115,7 @@ class PPO:
             dist, value, self.state = policy.step(self.obs, self.state, self.reset)
             action = dist.sample()
             next_obs, reward, terminated, truncated, info = envs.step(self.to_env(action))
+            check_finite(next_obs, reward)
             reward = self._tensor(reward)
             bootstrap = truncated & ~terminated
             if bootstrap.any():
@@ -180,6 +182,11 @@ class PPO:
         value_loss = 0.5 * (values - steps["return"]).square().mean()
         entropy = entropy.mean()
         loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+        if not torch.isfinite(loss):
+            raise NonFiniteError(
+                f"PPO loss is {loss.item()} at step {self.global_step} (policy {policy_loss.item()}, "
+                f"value {value_loss.item()}, entropy {entropy.item()})"
+            )
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -202,14 +209,21 @@ class PPO:
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Weights, optimiser, counters, and where acting stands: the next observations, flags and memory state."""
         return {
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
             "global_step": self.global_step,
+            "obs": self.obs,
+            "reset": self.reset,
+            "memory_state": dict(state_to_tensordict(self.state, self.envs.num_envs).items()),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.global_step = state["iteration"], state["global_step"]
+        self.obs, self.reset = state["obs"].to(self.device), state["reset"].to(self.device)
+        memory_state = state["memory_state"]
+        self.state = tuple(memory_state[str(i)].to(self.device) for i in range(len(memory_state)))

@@ -6,7 +6,7 @@ popgym or minigrid: they are imported when their suite is first used.
 
 from .counter import COUNTER_ID, CounterEnv
 from .encoding import UnsupportedSpaceError, encode_observations, encoded_size, encoded_space
-from .make import final_observations, finished_episodes, make_vector_env
+from .make import EnvStepError, final_observations, finished_episodes, make_vector_env
 from .registry import SUITES, resolve_env_id
 
 DEFAULT_IDS = {"popgym": "popgym-RepeatPreviousEasy-v0", "minigrid": "MiniGrid-MemoryS7-v0"}
@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_IDS",
     "SUITES",
     "CounterEnv",
+    "EnvStepError",
     "UnsupportedSpaceError",
     "encode_observations",
     "encoded_size",

@@ -32,13 +32,32 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrapper
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from .encoding import encode_observations
 from .registry import import_suite, resolve_env_id
+from .snapshot import EpisodeLog
 
 VECTORIZATIONS = {"sync": SyncVectorEnv, "async": AsyncVectorEnv}
+
+
+class EnvStepError(RuntimeError):
+    """An environment raised while being stepped: the run cannot go on, but it is not a bug of the agent."""
+
+
+class NamedEnvErrors(VectorWrapper):
+    """Re-raises anything a sub-env raises in ``step`` as ``EnvStepError`` naming the env id."""
+
+    def __init__(self, env: VectorEnv, env_id: str):
+        super().__init__(env)
+        self.env_id = env_id
+
+    def step(self, actions):
+        try:
+            return self.env.step(actions)
+        except Exception as error:
+            raise EnvStepError(f"env {self.env_id} raised {type(error).__name__}: {error}") from error
 
 
 def make_vector_env(
@@ -71,7 +90,7 @@ def make_vector_env(
         kwargs["render_mode"] = render_mode
     make_one = functools.partial(_make_encoded_env, suite, full_id, max_episode_steps, kwargs)
     envs = VECTORIZATIONS[vectorization]([make_one] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-    envs = RecordEpisodeStatistics(envs)
+    envs = NamedEnvErrors(RecordEpisodeStatistics(envs), full_id)
     if envs.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
         envs.close()
         raise RuntimeError(
@@ -88,7 +107,7 @@ def _make_encoded_env(
 ) -> gym.Env:
     # An async worker may be a fresh process (spawn/forkserver) with an empty registry.
     import_suite(suite)
-    return encode_observations(gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs))
+    return EpisodeLog(encode_observations(gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)))
 
 
 def finished_episodes(info: dict[str, Any]) -> list[tuple[float, int]]:

@@ -3,14 +3,21 @@
 Hydra composes ``recurl/conf/config.yaml`` with the groups ``agent=``, ``memory=``, ``env=`` and any ``key=value``
 overrides, and makes the run folder (``runs/<date>/<time>_<agent>_<memory>`` by default). The folder receives the
 resolved config (``.hydra/config.yaml``), ``metrics.csv``, TensorBoard events under ``tensorboard/`` and
-``checkpoints/latest.pt`` (rewritten every ``checkpoint_every`` updates) and ``checkpoints/final.pt``.
+``checkpoints/latest.pt`` (rewritten every ``checkpoint_every`` updates, and when the run stops) and
+``checkpoints/final.pt``.
 
-A mistake in the config (an unknown id or option, a value out of range) stops the run before training with one line
-naming it; anything that fails later is a bug and keeps its traceback.
+``resume=PATH`` (a run folder or a checkpoint file) continues that run in its own folder, with its saved config and
+any overrides given beside ``resume`` (the backbone, agent and env cannot change). ``metrics.csv`` keeps its rows up to
+the checkpoint's step and grows from there; on CPU a resumed run reproduces the uninterrupted one row for row.
+
+A mistake in the config (an unknown id or option, a value out of range, a bad checkpoint) stops the run before
+training with one line naming it; so do an env that raises, NaN/inf in observations or losses, Ctrl-C and SIGTERM,
+each after saying where the last checkpoint is. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -21,13 +28,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from recurl.agents import make_agent
-from recurl.checkpoint import save_checkpoint
-from recurl.envs import make_vector_env
+from recurl.agents.errors import NonFiniteError
+from recurl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from recurl.envs import EnvStepError, make_vector_env
+from recurl.envs.snapshot import restore, snapshot
 from recurl.memory import make_memory
+from recurl.resume import output_subdir_for, resolve_resume, resumed_config, run_dir_for, truncate_metrics
 from recurl.run_logger import RunLogger
 
 MEMORY_KEYS = ("name", "hidden_size", "num_layers")
 ENV_KEYS = ("suite", "id", "num_envs", "vectorization", "max_episode_steps")
+#: Conditions that end a run early without being bugs: reported in one line, exit code 1.
+RUN_STOPPERS = (EnvStepError, NonFiniteError)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,41 +97,110 @@ def setup(cfg: DictConfig):
     return envs, agent
 
 
-def run(cfg: DictConfig, run_dir: Path, envs, agent) -> None:
-    """Train ``agent`` until ``total_steps``, logging every update and checkpointing on the way and at the end."""
-    logger = RunLogger(run_dir, cfg.total_steps, start_step=agent.global_step)
-    config = OmegaConf.to_container(cfg, resolve=True)
-
-    def checkpoint(*names: str) -> None:
-        payload = {"agent": agent.state_dict(), "config": config}
-        for name in names:
-            save_checkpoint(run_dir / "checkpoints" / name, payload)
-
+def load_into(checkpoint: Path, envs, agent) -> None:
+    """Restore agent, env episodes and RNG streams from ``checkpoint`` (refused in one line if it does not fit)."""
+    payload = load_checkpoint(checkpoint)
     try:
-        while agent.global_step < cfg.total_steps:
-            metrics, episodes = agent.iterate()
-            logger.log(agent.global_step, metrics, episodes)
-            if agent.iteration % cfg.checkpoint_every == 0:
-                checkpoint("latest.pt")
-        checkpoint("latest.pt", "final.pt")
+        agent.load_state_dict(payload["agent"])
+        if payload.get("envs") is not None:
+            restore(envs, payload["envs"])
+        torch.set_rng_state(payload["rng"]["torch"])
+    except (KeyError, RuntimeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit this run: {first_line}") from None
+
+
+class _StopRequest:
+    """Turns the first SIGINT/SIGTERM into a request to stop after the current update; a second SIGINT aborts."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def run(cfg: DictConfig, run_dir: Path, envs, agent) -> int:
+    """Train ``agent`` until ``total_steps``; returns the process exit code (0, or non-zero when stopped early)."""
+    latest = run_dir / "checkpoints" / "latest.pt"
+    config = OmegaConf.to_container(cfg, resolve=True)
+    resume_hint = f"resume with: python -m recurl.train resume={run_dir}"
+
+    def checkpoint(*paths: Path) -> None:
+        payload = {
+            "agent": agent.state_dict(),
+            "config": config,
+            "envs": snapshot(envs) if cfg.env.vectorization == "sync" else None,
+            "rng": {"torch": torch.get_rng_state()},
+        }
+        for path in paths:
+            save_checkpoint(path, payload)
+
+    logger = RunLogger(run_dir, cfg.total_steps, start_step=agent.global_step)
+    try:
+        with _StopRequest() as stop:
+            while agent.global_step < cfg.total_steps and stop.signal is None:
+                try:
+                    metrics, episodes = agent.iterate()
+                except RUN_STOPPERS as error:
+                    kept = f"the last checkpoint, {latest}," if latest.exists() else "no checkpoint"
+                    print(f"\nrecurl.train: stopped at step {agent.global_step}: {error}; {kept} is kept", file=sys.stderr)
+                    return 1
+                logger.log(agent.global_step, metrics, episodes)
+                if agent.iteration % cfg.checkpoint_every == 0 or stop.signal is not None:
+                    checkpoint(latest)
+            if stop.signal is not None:
+                name = signal.Signals(stop.signal).name
+                print(f"\nrecurl.train: {name} at step {agent.global_step}: checkpoint saved; {resume_hint}", file=sys.stderr)
+                return 128 + stop.signal
+        checkpoint(latest, run_dir / "checkpoints" / "final.pt")
+        return 0
     finally:
         logger.close()
         envs.close()
 
 
-def train(cfg: DictConfig, run_dir: Path) -> None:
-    """Programmatic entry point: ``setup`` then ``run`` (config mistakes raise ValueError)."""
-    run(cfg, run_dir, *setup(cfg))
+def train(cfg: DictConfig, run_dir: Path) -> int:
+    """Programmatic entry point without resuming: ``setup`` then ``run`` (config mistakes raise ValueError)."""
+    return run(cfg, run_dir, *setup(cfg))
+
+
+OmegaConf.register_new_resolver("recurl_run_dir", run_dir_for, replace=True)
+OmegaConf.register_new_resolver("recurl_output_subdir", output_subdir_for, replace=True)
+
+
+def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
+    """Everything before training: a new run in ``new_run_dir``, or, with ``resume``, the saved run with
+    ``overrides`` (the command line's) applied, restored from its checkpoint. Returns (cfg, run_dir, envs, agent)."""
+    if cfg.resume is None:
+        return cfg, new_run_dir, *setup(cfg)
+    run_dir, checkpoint = resolve_resume(str(cfg.resume))
+    cfg = resumed_config(checkpoint, overrides)
+    envs, agent = setup(cfg)
+    load_into(checkpoint, envs, agent)
+    truncate_metrics(run_dir / "metrics.csv", agent.global_step)
+    return cfg, run_dir, envs, agent
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
     try:
-        envs, agent = setup(cfg)
+        cfg, run_dir, envs, agent = prepare(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
     except ValueError as error:
         print(f"recurl.train: error: {error}", file=sys.stderr)
         sys.exit(2)
-    run(cfg, Path(HydraConfig.get().runtime.output_dir), envs, agent)
+    sys.exit(run(cfg, run_dir, envs, agent))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,15 @@
+"""Conditions that stop training without being bugs of the agent."""
+
+import numpy as np
+
+
+class NonFiniteError(RuntimeError):
+    """NaN or inf in observations, rewards or a loss: continuing would only spread it through the weights."""
+
+
+def check_finite(obs: np.ndarray, reward: np.ndarray) -> None:
+    """Refuse an env step whose observations or rewards hold NaN or inf (checked in numpy: no device sync)."""
+    for name, values in (("obs", obs), ("reward", reward)):
+        if not np.isfinite(values).all():
+            envs = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1)).tolist()
+            raise NonFiniteError(f"the env returned NaN or inf in {name} (sub-envs {envs})")

@@ -1,0 +1,81 @@
+"""Continuing a run in place: find its checkpoint, rebuild its config, and trim its metrics to the checkpoint.
+
+Hydra makes a run folder before any code of ours runs, so ``config.yaml`` points ``hydra.run.dir`` at the resumed
+run's folder through ``run_dir_for`` and puts Hydra's record of the resuming command in ``.hydra/resume-<time>/``
+(``output_subdir_for``): the run's original ``.hydra/config.yaml`` stays as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from recurl.checkpoint import load_checkpoint
+
+#: What a checkpoint was made for: override key -> the config key it must agree with on resume.
+FIXED = {
+    "agent": "agent.name", "agent.name": "agent.name",
+    "memory": "memory.name", "memory.name": "memory.name",
+    "env": "env.suite", "env.suite": "env.suite", "env.id": "env.id",
+}
+
+
+def _checkpoint_of(path: Path) -> Path:
+    return path / "checkpoints" / "latest.pt" if path.is_dir() else path
+
+
+def _run_dir_of(checkpoint: Path) -> Path:
+    return checkpoint.parent.parent
+
+
+def run_dir_for(resume: str | None, default: str) -> str:
+    """Hydra's run folder: the resumed run's own, or ``default`` (also when ``resume`` names nothing, so that Hydra
+    does not create a folder at a mistyped path; the missing checkpoint is reported later)."""
+    if resume is None or not _checkpoint_of(Path(resume)).is_file():
+        return default
+    return str(_run_dir_of(_checkpoint_of(Path(resume))))
+
+
+def output_subdir_for(resume: str | None) -> str:
+    return ".hydra" if resume is None else f".hydra/resume-{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}"
+
+
+def resolve_resume(resume: str) -> tuple[Path, Path]:
+    """``resume`` (a run folder or a checkpoint file) -> (run folder, checkpoint file)."""
+    checkpoint = _checkpoint_of(Path(resume))
+    if not checkpoint.is_file():
+        raise ValueError(f"resume={resume}: no checkpoint at {checkpoint}")
+    return _run_dir_of(checkpoint), checkpoint
+
+
+def resumed_config(checkpoint: Path, overrides: list[str]) -> DictConfig:
+    """The checkpoint's config with the command line's ``key=value`` overrides applied (``resume`` kept)."""
+    cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"])
+    for override in overrides:
+        key, _, value = override.lstrip("+").partition("=")
+        if key in FIXED:
+            saved = OmegaConf.select(cfg, FIXED[key])
+            if value != str(saved):
+                raise ValueError(f"{override}: a resumed run keeps its {FIXED[key]} ({saved}); start a new run instead")
+        else:
+            cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
+    return cfg
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the rows logged after ``step`` (written after the checkpoint; the resumed run writes them again)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [row for row in rows[1:] if int(row[0]) <= step]
+    if len(kept) == len(rows):
+        return
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(tmp, path)

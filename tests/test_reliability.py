@@ -1,0 +1,253 @@
+"""Reliability: exact resume, clear refusals, interrupts, failing envs, NaNs, atomic checkpoints, seeding."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from hydra import compose, initialize_config_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import recurl
+import recurl.checkpoint as checkpoint_module
+from recurl.agents.errors import NonFiniteError
+from recurl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from recurl.envs import UnsupportedSpaceError
+from recurl.envs.encoding import make_encoder
+from recurl.train import load_into, prepare, run, setup, train
+
+CONF = str(Path(recurl.__file__).parent / "conf")
+TINY = [
+    "agent.rollout_steps=16", "agent.minibatches=2", "agent.anneal_lr=false", "memory.hidden_size=16",
+    "env.num_envs=4", "checkpoint_every=1", "torch_threads=1",
+]
+TIME_COLUMNS = {"sps", "wall_time"}
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=[*TINY, *overrides])
+
+
+def cli(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "recurl.train", *TINY, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def rows(run_dir):
+    with (Path(run_dir) / "metrics.csv").open() as f:
+        return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in csv.DictReader(f)]
+
+
+# ---- resume ---------------------------------------------------------------------------------------------------
+def resume(path, *overrides):
+    """What ``python -m recurl.train resume=PATH OVERRIDES`` does, in this process."""
+    args = [f"resume={path}", *overrides]
+    cfg, run_dir, envs, agent = prepare(config(*args), args, Path("unused"))
+    assert run_dir in (path, path.parent.parent)
+    return run(cfg, run_dir, envs, agent)
+
+
+@pytest.mark.parametrize("memory", ["mingru", "aaren", "lstm"])
+def test_resumed_run_reproduces_the_uninterrupted_one(memory, tmp_path):
+    full, half = tmp_path / "full", tmp_path / "half"
+    assert train(config(f"memory={memory}", "total_steps=512"), full) == 0
+    assert train(config(f"memory={memory}", "total_steps=256"), half) == 0
+    assert resume(half, "total_steps=512") == 0
+    assert len(rows(full)) == 8
+    assert rows(half) == rows(full)
+
+
+def test_resume_from_the_command_line_keeps_the_runs_record(tmp_path):
+    run_dir = tmp_path / "run"
+    assert cli("total_steps=64", f"hydra.run.dir={run_dir}").returncode == 0
+    original_config = (run_dir / ".hydra" / "config.yaml").read_text()
+    resumed = cli(f"resume={run_dir}", "total_steps=128")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [int(r["step"]) for r in rows(run_dir)] == [16 * 4 * i for i in (1, 2)]
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == original_config
+    assert list((run_dir / ".hydra").glob("resume-*/overrides.yaml"))
+    # bad checkpoints and changed backbones are refused in one line
+    latest = run_dir / "checkpoints" / "latest.pt"
+    other = cli(f"resume={run_dir}", "memory=lstm")
+    assert other.returncode == 2 and "keeps its memory.name (mingru)" in other.stderr
+    latest.write_bytes(latest.read_bytes()[:200])
+    corrupt = cli(f"resume={run_dir}")
+    assert corrupt.returncode == 2 and "Traceback" not in corrupt.stderr
+    assert f"checkpoint {latest} is corrupt" in corrupt.stderr
+
+
+def test_resume_drops_rows_logged_after_the_checkpoint_and_appends(tmp_path):
+    run_dir, early = tmp_path / "run", tmp_path / "early"
+    assert train(config("total_steps=256"), run_dir) == 0
+    assert train(config("total_steps=128"), early) == 0
+    before = rows(run_dir)
+    # As if the run had crashed after writing rows 3 and 4 but before checkpointing them.
+    checkpoint = run_dir / "checkpoints" / "latest.pt"
+    checkpoint.write_bytes((early / "checkpoints" / "latest.pt").read_bytes())
+    assert resume(checkpoint, "total_steps=256") == 0
+    assert rows(run_dir) == before
+
+
+def test_resume_refuses_a_missing_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint at"):
+        prepare(config(f"resume={tmp_path}"), [], tmp_path)
+
+
+def test_checkpoint_of_another_shape_does_not_load(tmp_path):
+    assert train(config("total_steps=64"), tmp_path) == 0
+    envs, agent = setup(config("total_steps=64", "memory.hidden_size=32"))
+    with pytest.raises(CheckpointError, match="does not fit this run"):
+        load_into(tmp_path / "checkpoints" / "final.pt", envs, agent)
+
+
+# ---- checkpoint files -----------------------------------------------------------------------------------------
+def test_failed_checkpoint_write_keeps_the_previous_one_and_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, {"value": torch.tensor([1.0])})
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"value": torch.tensor([2.0])})
+    assert load_checkpoint(path)["value"].item() == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"]
+
+
+def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "payload": Path("/etc")}, path)  # a class weights_only refuses
+    with pytest.raises(CheckpointError, match="corrupt or not a recurl checkpoint"):
+        load_checkpoint(path)
+
+
+# ---- signals --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_a_checkpoint_and_says_how_to_resume(sig, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recurl.train", *TINY, "total_steps=10000000", f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while not (run_dir / "metrics.csv").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig
+    assert f"resume with: python -m recurl.train resume={run_dir}" in stderr
+    last_row = rows(run_dir)[-1]
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.pt")["agent"]["global_step"] == int(last_row["step"])
+
+
+# ---- failing envs and NaNs ------------------------------------------------------------------------------------
+class Faulty(gym.Env):
+    """Raises, or returns NaN, at its 40th step."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, mode="raise"):
+        self.mode, self.steps = mode, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == 40:
+            if self.mode == "raise":
+                raise RuntimeError("simulator exploded")
+            return np.full(2, np.nan, np.float32), 0.0, False, False, {}
+        return np.ones(2, np.float32), 1.0, self.steps % 7 == 0, False, {}
+
+
+gym.register("recurl-test/Faulty-v0", entry_point=Faulty)
+
+
+@pytest.mark.parametrize("mode, message", [("raise", "raised RuntimeError: simulator exploded"), ("nan", "NaN or inf in obs")])
+def test_failing_env_stops_the_run_with_its_error_and_keeps_the_checkpoint(mode, message, tmp_path, capsys):
+    cfg = config("env=gym", "env.id=recurl-test/Faulty-v0", "total_steps=100000", "env.num_envs=1", "agent.minibatches=1")
+    envs, agent = setup(cfg)
+    envs.unwrapped.envs[0].unwrapped.mode = mode
+    assert run(cfg, tmp_path, envs, agent) == 1
+    err = capsys.readouterr().err
+    assert message in err and "the last checkpoint" in err
+    kept = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert kept["agent"]["global_step"] == 32  # two complete updates of 16 steps before step 40
+
+
+def test_nan_loss_is_detected_before_the_weights_change():
+    envs, agent = setup(config("total_steps=1000"))
+    with torch.no_grad():
+        agent.policy.critic.bias.fill_(float("inf"))
+    before = [p.clone() for p in agent.policy.memory.parameters()]
+    with pytest.raises(NonFiniteError, match="PPO loss is"):
+        agent.iterate()
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.memory.parameters()))
+
+
+# ---- seeding --------------------------------------------------------------------------------------------------
+def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert train(config("total_steps=256", f"seed={seed}"), tmp_path / name) == 0
+    assert rows(tmp_path / "a") == rows(tmp_path / "b")
+    assert rows(tmp_path / "a") != rows(tmp_path / "c")
+
+
+# ---- unknown groups -------------------------------------------------------------------------------------------
+def test_unknown_config_group_lists_the_choices():
+    result = cli("memory=gru")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "Available options in 'memory'" in result.stderr and "minlstm" in result.stderr
+
+
+# ---- observation spaces -----------------------------------------------------------------------------------------
+_unsupported = st.sampled_from([spaces.Text(5), spaces.Sequence(spaces.Discrete(2)), spaces.Discrete(1 << 20)])
+_supported = st.one_of(
+    st.builds(spaces.Discrete, st.integers(1, 5)),
+    st.builds(spaces.MultiDiscrete, st.lists(st.integers(1, 4), min_size=1, max_size=3)),
+    st.builds(lambda n: spaces.Box(-1, 1, (n,), np.float32), st.integers(1, 3)),
+)
+_spaces = st.recursive(
+    st.one_of(_supported, _unsupported),
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=3).map(spaces.Tuple),
+        st.dictionaries(st.sampled_from("abc"), children, min_size=1, max_size=3).map(spaces.Dict),
+    ),
+    max_leaves=6,
+)
+
+
+def _has_unsupported(space):
+    if isinstance(space, (spaces.Text, spaces.Sequence)) or (isinstance(space, spaces.Discrete) and space.n > 1000):
+        return True
+    parts = space.spaces.values() if isinstance(space, spaces.Dict) else getattr(space, "spaces", ())
+    return any(_has_unsupported(s) for s in parts)
+
+
+@settings(max_examples=100, deadline=None)
+@given(space=_spaces, seed=st.integers(0, 1000))
+def test_random_observation_spaces_are_encoded_or_refused_by_name(space, seed):
+    if _has_unsupported(space):
+        with pytest.raises(UnsupportedSpaceError, match=r"observation.*(not supported|too wide|one-hot)"):
+            make_encoder(space)
+        return
+    encode, box = make_encoder(space)
+    space.seed(seed)
+    assert box.contains(encode(space.sample()))
