@@ -9,11 +9,8 @@ from .encoding import UnsupportedSpaceError, encode_observations, encoded_size, 
 from .make import EnvStepError, final_observations, finished_episodes, make_vector_env
 from .registry import SUITES, resolve_env_id
 
-DEFAULT_IDS = {"popgym": "popgym-RepeatPreviousEasy-v0", "minigrid": "MiniGrid-MemoryS7-v0"}
-
 __all__ = [
     "COUNTER_ID",
-    "DEFAULT_IDS",
     "SUITES",
     "CounterEnv",
     "EnvStepError",
