@@ -1,0 +1,58 @@
+"""``python -m recurl.bench ppo``: end-to-end env steps/s of recurrent PPO per backbone, and a learning table.
+
+Speed: a short default training run per backbone (32 envs, rollouts of 64 steps, 4 epochs) on a POPGym task, in this
+process, with torch's default threads; steps/s counts env steps over the whole wall time, updates included.
+
+Learning: POPGym's RepeatPreviousEasy, RepeatFirstEasy, CountRecallEasy, AutoencodeEasy and
+PositionOnlyCartPoleEasy, every backbone beside ``mlp``, three seeds, default hyperparameters, a fixed step budget
+(see ``learning.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+import recurl
+from recurl.bench.learning import run_sweep, summarise
+from recurl.bench.timing import device_name
+from recurl.memory import MEMORIES
+from recurl.train import train
+
+TASKS = ["RepeatPreviousEasy", "RepeatFirstEasy", "CountRecallEasy", "AutoencodeEasy", "PositionOnlyCartPoleEasy"]
+
+
+def measure_sps(agent: str, memory: str, task: str, steps: int) -> float:
+    with initialize_config_dir(config_dir=str(Path(recurl.__file__).parent / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"agent={agent}", f"memory={memory}", f"env.id={task}", f"total_steps={steps}"])
+    with tempfile.TemporaryDirectory() as run_dir:
+        train(cfg, Path(run_dir))
+        with (Path(run_dir) / "metrics.csv").open() as f:
+            last = list(csv.DictReader(f))[-1]
+    return int(last["step"]) / float(last["wall_time"])
+
+
+def main(argv: list[str] | None = None, agent: str = "ppo") -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m recurl.bench {agent}", description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=["speed", "learning", "all"], default="all")
+    parser.add_argument("--memories", nargs="+", default=list(MEMORIES), choices=list(MEMORIES))
+    parser.add_argument("--tasks", nargs="+", default=TASKS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=200_000, help="env steps per learning run")
+    parser.add_argument("--speed-steps", type=int, default=40_960)
+    parser.add_argument("--jobs", type=int, default=2, help="learning runs at a time")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    args = parser.parse_args(argv)
+    if args.part in ("speed", "all"):
+        print(f"# {agent} end-to-end env steps/s, {args.tasks[0]}, {device_name(torch.device('cpu'))}")
+        print("| backbone | env steps/s |\n|---|---|")
+        for memory in args.memories:
+            print(f"| {memory} | {measure_sps(agent, memory, args.tasks[0], args.speed_steps):.0f} |", flush=True)
+    if args.part in ("learning", "all"):
+        task_dirs = run_sweep(agent, args.tasks, args.memories, args.seeds, args.steps, args.out, args.jobs)
+        summarise(task_dirs, args.out / agent / "learning.png")
