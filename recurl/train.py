@@ -200,7 +200,9 @@ def main(cfg: DictConfig) -> None:
     except ValueError as error:
         print(f"recurl.train: error: {error}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(run(cfg, run_dir, envs, agent))
+    code = run(cfg, run_dir, envs, agent)
+    if code:  # sys.exit(0) would end a Hydra multirun after its first job
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ process, with torch's default threads; steps/s counts env steps over the whole w
 
 Learning: POPGym's RepeatPreviousEasy, RepeatFirstEasy, CountRecallEasy, AutoencodeEasy and
 PositionOnlyCartPoleEasy, every backbone beside ``mlp``, three seeds, default hyperparameters, a fixed step budget
-(see ``learning.py``).
+(see ``learning.py``: a Hydra multirun, then ``recurl.compare``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None, agent: str = "ppo") -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=200_000, help="env steps per learning run")
     parser.add_argument("--speed-steps", type=int, default=40_960)
-    parser.add_argument("--jobs", type=int, default=2, help="learning runs at a time")
+    parser.add_argument("--jobs", type=int, default=2, help="learning runs at a time (Hydra's joblib launcher)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = parser.parse_args(argv)
     if args.part in ("speed", "all"):
@@ -54,5 +54,5 @@ def main(argv: list[str] | None = None, agent: str = "ppo") -> None:
         for memory in args.memories:
             print(f"| {memory} | {measure_sps(agent, memory, args.tasks[0], args.speed_steps):.0f} |", flush=True)
     if args.part in ("learning", "all"):
-        task_dirs = run_sweep(agent, args.tasks, args.memories, args.seeds, args.steps, args.out, args.jobs)
-        summarise(task_dirs, args.out / agent / "learning.png")
+        sweep_dir = run_sweep(agent, args.tasks, args.memories, args.seeds, args.steps, args.out, args.jobs)
+        summarise(sweep_dir, sweep_dir / "learning.png")

@@ -1,0 +1,149 @@
+"""``python -m recurl.record RUN_DIR``: play a trained agent and write one mp4 per episode to ``RUN_DIR/videos/``.
+
+The agent is rebuilt from the checkpoint's own config with ``recurl.train.setup`` (so every agent type works) and
+then only used through ``act``, ``to_env``, ``load_state_dict`` and ``policy.initial_state``. It plays one env,
+stepwise, carrying its recurrent state through the episode exactly as in training: the state is reset on the
+episode's first observation.
+
+A video of an episode of ``n`` steps has ``n + 1`` frames: the reset observation, then the state after each action
+(frames come from ``recurl.envs.render``). Files are named ``<checkpoint>-ep<k>.mp4``, or
+``<checkpoint>-sampled-ep<k>.mp4`` with sampled actions, and are overwritten by a later recording.
+Episode ``k = 0`` starts from ``reset(seed=<the run's seed>)`` and later ones continue its random stream, so a
+recording is reproducible.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v2 as imageio
+import torch
+from omegaconf import OmegaConf
+
+from recurl.checkpoint import CheckpointError, load_checkpoint
+from recurl.envs.render import FrameInfo, default_fps, make_frame, make_render_env
+from recurl.train import setup
+
+CHECKPOINTS = ("final.pt", "latest.pt")
+
+
+@dataclass(frozen=True)
+class RecordedEpisode:
+    path: Path
+    episode_return: float
+    length: int
+
+
+def default_checkpoint(run_dir: Path) -> Path:
+    """``checkpoints/final.pt``, or ``latest.pt`` for a run that has not finished."""
+    for name in CHECKPOINTS:
+        if (path := run_dir / "checkpoints" / name).is_file():
+            return path
+    raise CheckpointError(f"{run_dir} has no checkpoints/{' or '.join(CHECKPOINTS)}")
+
+
+def load_agent(checkpoint: Path):
+    """The checkpoint's agent on the CPU, with one env, and its config."""
+    payload = load_checkpoint(checkpoint)
+    cfg = OmegaConf.create(payload["config"])
+    cfg.device = "cpu"
+    cfg.env.num_envs, cfg.env.vectorization = 1, "sync"
+    if "minibatches" in cfg.agent:  # PPO refuses more minibatches than envs; the agent only acts here
+        cfg.agent.minibatches = 1
+    envs, agent = setup(cfg)
+    envs.close()
+    agent.load_state_dict(payload["agent"])
+    return agent, cfg
+
+
+def record_episodes(
+    run_dir: Path,
+    episodes: int = 3,
+    checkpoint: Path | None = None,
+    deterministic: bool = True,
+    overlay: bool = True,
+    fps: int | None = None,
+) -> list[RecordedEpisode]:
+    """Play ``episodes`` episodes and write their videos; ``checkpoint`` defaults to ``default_checkpoint``."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if fps is not None and fps < 1:
+        raise ValueError(f"fps must be at least 1, got {fps}")
+    run_dir = Path(run_dir)
+    checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint(run_dir)
+    agent, cfg = load_agent(checkpoint)
+    env = make_render_env(cfg.env.suite, str(cfg.env.id), max_episode_steps=cfg.env.max_episode_steps)
+    stem = checkpoint.stem + ("" if deterministic else "-sampled")
+    (run_dir / "videos").mkdir(exist_ok=True)
+    recorded = []
+    try:
+        for k in range(episodes):
+            path = run_dir / "videos" / f"{stem}-ep{k}.mp4"
+            with imageio.get_writer(path, fps=fps or default_fps(env), codec="libx264") as writer:
+                episode_return, length = play_episode(
+                    agent, env, writer.append_data, seed=cfg.seed if k == 0 else None,
+                    deterministic=deterministic, overlay=overlay,
+                )
+            recorded.append(RecordedEpisode(path, episode_return, length))
+    finally:
+        env.close()
+    return recorded
+
+
+def play_episode(agent, env, add_frame, *, seed: int | None, deterministic: bool, overlay: bool) -> tuple[float, int]:
+    """One episode from ``env.reset(seed=seed)``, passing each frame to ``add_frame``; returns (return, length)."""
+    obs, _ = env.reset(seed=seed)
+    state = agent.policy.initial_state(1, "cpu")
+    reset = torch.ones(1, dtype=torch.bool)
+    info = FrameInfo(step=0)
+    add_frame(make_frame(env, info, overlay))
+    done = False
+    while not done:
+        action, state = agent.act(torch.as_tensor(obs, dtype=torch.float32)[None], state, reset, deterministic)
+        env_action = agent.to_env(action)[0]
+        obs, reward, terminated, truncated, _ = env.step(env_action)
+        info = FrameInfo(info.step + 1, env_action, float(reward), info.episode_return + float(reward))
+        add_frame(make_frame(env, info, overlay))
+        reset = torch.zeros(1, dtype=torch.bool)
+        done = terminated or truncated
+    return info.episode_return, info.step
+
+
+def record_run(
+    run_dir: Path,
+    episodes: int = 3,
+    checkpoint: Path | None = None,
+    deterministic: bool = True,
+    overlay: bool = True,
+) -> list[Path]:
+    """For training's ``video=true``: record ``episodes`` episodes of a run's agent; returns the video paths."""
+    return [e.path for e in record_episodes(run_dir, episodes, checkpoint, deterministic, overlay)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m recurl.record", description="Play a run's trained agent and write one mp4 per episode to RUN_DIR/videos/."
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    parser.add_argument("--episodes", type=int, default=3, help="episodes to record (default 3)")
+    parser.add_argument("--checkpoint", type=Path, help="default: RUN_DIR/checkpoints/final.pt, else latest.pt")
+    parser.add_argument("--sampled", action="store_true", help="sample actions (default: the most likely action)")
+    parser.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True, help="caption bar (default on)")
+    parser.add_argument("--fps", type=int, help="default: the env's render_fps for pictures, 2 for text")
+    args = parser.parse_args(argv)
+    if not args.run_dir.is_dir():
+        parser.exit(2, f"recurl.record: error: {args.run_dir} is not a folder\n")
+    try:
+        recorded = record_episodes(
+            args.run_dir, args.episodes, args.checkpoint, not args.sampled, args.overlay, args.fps
+        )
+    except ValueError as error:  # CheckpointError and setup's config errors included
+        parser.exit(2, f"recurl.record: error: {error}\n")
+    for episode in recorded:
+        print(f"{episode.path}  return {episode.episode_return:.3f}  length {episode.length}")
+
+
+if __name__ == "__main__":
+    main()

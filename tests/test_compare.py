@@ -1,0 +1,169 @@
+"""recurl.compare: statistics checked against hand-computed numbers, grouping, the plot and table, clear refusals."""
+
+import csv
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from recurl.compare import (
+    CompareError,
+    bootstrap_band,
+    common_grid,
+    compare,
+    final_return,
+    finished_rows,
+    interpolate,
+    main,
+    mmer,
+    normalised_auc,
+)
+
+NAN = math.nan
+COLUMNS = ["step", "episode_return", "episode_length", "episodes", "sps", "wall_time", "policy_loss"]
+
+
+def write_run(folder, returns, *, steps=None, memory="mingru", seed=0, env_id="popgym-RepeatPreviousEasy-v0", **extra):
+    """A run folder as recurl.train writes it: .hydra/config.yaml and metrics.csv (wall time = step / 100)."""
+    steps = steps if steps is not None else [100 * (i + 1) for i in range(len(returns))]
+    config = {
+        "agent": {"name": "ppo", "learning_rate": 0.001},
+        "memory": {"name": memory, "hidden_size": 64, "num_layers": 2},
+        "env": {"suite": "popgym", "id": env_id, "num_envs": 4, "vectorization": "sync", "max_episode_steps": None},
+        "seed": seed, "total_steps": steps[-1] if steps else 0, "device": "cpu", "torch_threads": 1,
+        "checkpoint_every": 20,
+    }
+    for key, value in extra.items():  # memory__hidden_size=128 sets memory.hidden_size
+        *group, name = key.split("__")
+        (config[group[0]] if group else config)[name] = value
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    with (folder / "metrics.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for step, ret in zip(steps, returns):
+            writer.writerow([step, ret, 10, 0 if math.isnan(ret) else 2, step / (step / 100), step / 100, 0.1])
+    return folder
+
+
+# ---- statistics ---------------------------------------------------------------------------------------------------
+def test_statistics_of_one_run_by_hand():
+    steps, returns = finished_rows(np.array([100.0, 200, 300, 400]), np.array([NAN, 0.5, NAN, 1.0]))
+    assert steps.tolist() == [200, 400] and returns.tolist() == [0.5, 1.0]
+    assert final_return(np.arange(20.0)) == 18.5  # last 10% of 20 rows: rows 18 and 19
+    assert final_return(np.arange(9.0)) == 8.0  # 10% of 9 rows rounds up to one row
+    assert final_return(np.array([3.0])) == 3.0
+    assert mmer(np.array([0.1, 0.9, 0.4])) == 0.9
+    # trapezoids: (0 + 1) / 2 * 100 + 1 * 100 = 150 over 200 steps
+    assert normalised_auc(np.array([0.0, 100, 200]), np.array([0.0, 1, 1])) == pytest.approx(0.75)
+    assert normalised_auc(np.array([50.0]), np.array([0.3])) == 0.3
+
+
+def test_curves_are_interpolated_on_the_steps_all_seeds_cover():
+    a = (np.array([0.0, 100, 200]), np.array([0.0, 1, 2]))
+    b = (np.array([50.0, 150]), np.array([10.0, 20]))
+    grid = common_grid([a, b], points=3)
+    assert grid.tolist() == [50, 100, 150]
+    assert interpolate([a, b], grid).tolist() == [[0.5, 1.0, 1.5], [10.0, 15.0, 20.0]]
+    with pytest.raises(CompareError, match="do not overlap"):
+        common_grid([a, (np.array([300.0, 400]), np.array([0.0, 1]))])
+
+
+def test_bootstrap_band():
+    # Two seeds: resampled means are a, (a+b)/2 or b with probability 1/4, 1/2, 1/4, so the 95% band is [a, b].
+    low, high = bootstrap_band(np.array([[0.0, 0.0], [1.0, 2.0]]))
+    assert low.tolist() == [0.0, 0.0] and high.tolist() == [1.0, 2.0]
+    same = np.tile(np.array([[0.5, -1.0, 3.0]]), (4, 1))
+    low, high = bootstrap_band(same)
+    np.testing.assert_allclose(low, same[0])
+    np.testing.assert_allclose(high, same[0])
+    values = np.random.default_rng(1).normal(size=(10, 50))
+    low, high = bootstrap_band(values)
+    mean = values.mean(axis=0)
+    assert np.all(low <= mean) and np.all(mean <= high) and np.all(high - low > 0)
+    assert np.all(high - low < values.max(axis=0) - values.min(axis=0))
+    np.testing.assert_array_equal(bootstrap_band(values)[0], low)  # fixed RNG seed: reproducible
+
+
+# ---- whole comparisons --------------------------------------------------------------------------------------------
+def test_compare_plots_and_tabulates_hand_computed_numbers(tmp_path, capsys):
+    sweep = tmp_path / "multirun" / "2026-01-01" / "12-00-00"
+    # mingru seed 0: finished rows 0, .2, .4, .6, .8, .5, .9, 1.0 -> final (1 row of 8) 1.0, MMER 1.0
+    write_run(sweep / "0_ppo_mingru_seed0", [NAN, 0.0, 0.2, 0.4, NAN, 0.6, 0.8, 0.5, 0.9, 1.0], seed=0)
+    # mingru seed 1, 20 rows to another step budget (2000): final = mean(0.9, 0.5) = 0.7, MMER 0.9
+    write_run(sweep / "1_ppo_mingru_seed1", [i / 20 for i in range(1, 19)] + [0.9, 0.5], seed=1)
+    # lstm, given as a run folder of its own: final 1.0, MMER 1.0, AUC 0.75 (see test_statistics_of_one_run_by_hand)
+    lstm = write_run(tmp_path / "lstm_run", [0.0, 1.0, 1.0], steps=[100, 200, 300], memory="lstm", seed=0)
+    out = tmp_path / "plots" / "cmp.png"
+
+    main([str(tmp_path / "multirun"), str(lstm), "--out", str(out)])
+
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width > 300 and image.height > 200
+    with out.with_suffix(".csv").open() as f:
+        rows = {row["group"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"mingru", "lstm"}  # agent and env are the same for all: only the backbone labels groups
+    mingru, lstm_row = rows["mingru"], rows["lstm"]
+    assert mingru["env"] == "popgym-RepeatPreviousEasy-v0"
+    assert int(mingru["seeds"]) == 2 and int(lstm_row["seeds"]) == 1
+    assert float(mingru["final_return"]) == pytest.approx((1.0 + 0.7) / 2)
+    assert float(mingru["mmer"]) == pytest.approx((1.0 + 0.9) / 2)
+    assert float(mingru["steps"]) == pytest.approx((1000 + 2000) / 2)
+    assert float(mingru["wall_time_s"]) == pytest.approx((10 + 20) / 2)
+    assert float(lstm_row["final_return"]) == 1.0 and float(lstm_row["mmer"]) == 1.0
+    assert float(lstm_row["auc"]) == pytest.approx(0.75)
+    assert float(lstm_row["sps"]) == pytest.approx(100)
+    printed = capsys.readouterr().out
+    assert "final_return" in printed and "mingru" in printed and str(out) in printed
+
+
+def test_groups_by_every_key_that_differs_and_panels_by_env(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path / f"small{seed}", [0.1, 0.2], seed=seed)
+        write_run(tmp_path / f"big{seed}", [0.3, 0.4], seed=seed, memory__hidden_size=128)
+    write_run(tmp_path / "aaren", [0.1, 0.2], memory="aaren", memory__num_heads=4)  # a key of its own: not a difference
+    # Another env, in two spellings of its id, where the agent differs (and the hidden size does not).
+    write_run(tmp_path / "ppo_other_env", [0.5, 0.6], env_id="RepeatFirstEasy")
+    write_run(tmp_path / "dqn_other_env", [0.5, 0.6], env_id="popgym-RepeatFirstEasy-v0", agent__name="dqn")
+    rows = compare([tmp_path], tmp_path / "out.png")
+    assert [(r["env"], r["group"], r["seeds"]) for r in rows] == [
+        ("popgym-RepeatFirstEasy-v0", "dqn mingru", 1),
+        ("popgym-RepeatFirstEasy-v0", "ppo mingru", 1),
+        ("popgym-RepeatPreviousEasy-v0", "aaren memory.hidden_size=64", 1),
+        ("popgym-RepeatPreviousEasy-v0", "mingru memory.hidden_size=128", 2),
+        ("popgym-RepeatPreviousEasy-v0", "mingru memory.hidden_size=64", 2),
+    ]
+
+
+def test_refuses_runs_it_cannot_compare(tmp_path):
+    write_run(tmp_path / "a", [0.1, 0.2], seed=3)
+    write_run(tmp_path / "b", [0.1, 0.2], seed=3, total_steps=10_000)  # bookkeeping differs, same experiment and seed
+    with pytest.raises(CompareError, match="same experiment .* with the same seed 3"):
+        compare([tmp_path], tmp_path / "out.png")
+    write_run(tmp_path / "c" / "no_episodes", [NAN, NAN], seed=4)
+    write_run(tmp_path / "c" / "no_rows", [], seed=5)
+    with pytest.raises(CompareError, match="2 run.* no finished episode.*no_episodes.*no_rows"):
+        compare([tmp_path / "c"], tmp_path / "out.png")
+    (tmp_path / "foreign" / ".hydra").mkdir(parents=True)
+    (tmp_path / "foreign" / ".hydra" / "config.yaml").write_text("lr: 0.1\n")
+    (tmp_path / "foreign" / "metrics.csv").write_text("step,episode_return,sps,wall_time\n1,0.5,1,1\n")
+    with pytest.raises(CompareError, match="has no seed, env.id, agent.name, memory.name"):
+        compare([tmp_path / "foreign"], tmp_path / "out.png")
+
+
+def test_cli_fails_in_one_line_on_a_folder_without_runs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.csv").write_text("step\n")  # a metrics.csv without a config is not a run
+    result = subprocess.run(
+        [sys.executable, "-m", "recurl.compare", str(tmp_path / "empty"), "--out", str(tmp_path / "x.png")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"recurl.compare: error: no runs under {tmp_path / 'empty'} (a run is a folder with metrics.csv and .hydra/config.yaml)"
+    )
+    assert not (tmp_path / "x.png").exists()

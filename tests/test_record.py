@@ -1,0 +1,110 @@
+"""recurl.record and recurl.envs.render: videos of a trained agent, one frame per step plus the reset frame."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import recurl
+from recurl.envs.render import BLOCK, FrameInfo, env_picture, make_frame, make_render_env
+from recurl.record import record_episodes, record_run
+from recurl.train import train
+
+CONF = str(Path(recurl.__file__).parent / "conf")
+TINY = ["total_steps=128", "env.num_envs=4", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16",
+        "torch_threads=1"]
+ENVS = {
+    "text": ["env=popgym", "env.id=popgym-MineSweeperEasy-v0"],
+    "cartpole": ["env=popgym", "env.id=popgym-PositionOnlyCartPoleEasy-v0"],
+    "minigrid": ["env=minigrid", "env.id=MiniGrid-Empty-5x5-v0", "env.max_episode_steps=20"],
+}
+
+
+def read_frames(path):
+    with imageio.get_reader(path) as reader:
+        return [frame for frame in reader]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Tiny trained runs, one per kind of frame, keyed like ``ENVS``."""
+    torch.set_num_threads(1)
+    runs = {}
+    for name, overrides in ENVS.items():
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            cfg = compose("config", overrides=[*TINY, *overrides])
+        runs[name] = tmp_path_factory.mktemp(name)
+        train(cfg, runs[name])
+    return runs
+
+
+@pytest.mark.parametrize("name", list(ENVS))
+def test_videos_have_one_frame_per_step_plus_the_reset_frame(trained, name):
+    episodes = record_episodes(trained[name], episodes=2)
+    assert [e.path.name for e in episodes] == ["final-ep0.mp4", "final-ep1.mp4"]
+    sizes = set()
+    for episode in episodes:
+        frames = read_frames(episode.path)
+        assert len(frames) == episode.length + 1
+        sizes |= {frame.shape for frame in frames}
+        if name == "minigrid":
+            assert 1 <= episode.length <= 20  # env.max_episode_steps=20 of the run's config also caps the recording
+    (height, width, _), = sizes
+    assert height % BLOCK == 0 and width % BLOCK == 0
+    assert frames[0].std() > 10  # not a blank frame
+
+
+def test_record_run_falls_back_to_latest_and_can_sample(trained):
+    run = trained["cartpole"]
+    (run / "checkpoints" / "final.pt").rename(run / "checkpoints" / "kept.pt")
+    try:
+        paths = record_run(run, episodes=1, deterministic=False, overlay=False)
+    finally:
+        (run / "checkpoints" / "kept.pt").rename(run / "checkpoints" / "final.pt")
+    assert paths == [run / "videos" / "latest-sampled-ep0.mp4"]
+    assert len(read_frames(paths[0])) >= 2
+
+
+def test_deterministic_recordings_repeat(trained):
+    first = record_episodes(trained["text"], episodes=1)[0]
+    frames = read_frames(first.path)
+    again = record_episodes(trained["text"], episodes=1)[0]
+    assert (again.length, again.episode_return) == (first.length, first.episode_return)
+    assert len(read_frames(again.path)) == len(frames)
+
+
+def test_cli_fails_in_one_line_without_a_checkpoint(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "recurl.record", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"recurl.record: error: {tmp_path} has no checkpoints/final.pt or latest.pt"
+
+
+@pytest.mark.parametrize(
+    "env_id, kind",
+    [
+        ("popgym-PositionOnlyCartPoleEasy-v0", np.ndarray),  # rgb_array
+        ("popgym-BattleshipEasy-v0", str),  # prints its board
+        ("popgym-HigherLowerEasy-v0", str),  # returns its card
+        ("popgym-RepeatPreviousEasy-v0", type(None)),  # draws nothing: the frame shows the observation
+    ],
+)
+def test_frames_of_each_kind_of_env_have_one_size(env_id, kind):
+    env = make_render_env("popgym", env_id)
+    env.reset(seed=0)
+    assert isinstance(env_picture(env), kind)
+    frames = [make_frame(env, FrameInfo(0))]
+    for step in range(1, 4):
+        action = env.action_space.sample()
+        _, reward, *_ = env.step(action)
+        frames.append(make_frame(env, FrameInfo(step, action, float(reward), float(reward))))
+    assert len({f.shape for f in frames}) == 1 and frames[0].dtype == np.uint8
+    bare = make_frame(env, FrameInfo(3, action, 0.0, 0.0), overlay=False)
+    assert bare.shape[1] == frames[0].shape[1] and bare.shape[0] < frames[0].shape[0]  # the caption goes under
+    env.close()
