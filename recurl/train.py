@@ -159,15 +159,20 @@ def run(cfg: DictConfig, run_dir: Path, envs, agent) -> int:
                 logger.log(agent.global_step, metrics, episodes)
                 if agent.iteration % cfg.checkpoint_every == 0 or stop.signal is not None:
                     checkpoint(latest)
-            if stop.signal is not None:
-                name = signal.Signals(stop.signal).name
-                print(f"\nrecurl.train: {name} at step {agent.global_step}: checkpoint saved; {resume_hint}", file=sys.stderr)
-                return 128 + stop.signal
+        if stop.signal is not None:
+            name = signal.Signals(stop.signal).name
+            print(f"\nrecurl.train: {name} at step {agent.global_step}: checkpoint saved; {resume_hint}", file=sys.stderr)
+            return 128 + stop.signal
         checkpoint(latest, run_dir / "checkpoints" / "final.pt")
-        return 0
     finally:
         logger.close()
         envs.close()
+    if cfg.video:
+        from recurl.record import record_run  # matplotlib and PIL are imported only when asked for
+
+        for path in record_run(run_dir):
+            print(f"recurl.train: video {path}", file=sys.stderr)
+    return 0
 
 
 def train(cfg: DictConfig, run_dir: Path) -> int:

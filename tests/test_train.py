@@ -100,3 +100,8 @@ def test_cli_prints_one_line_for_a_config_mistake(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("recurl.train: error: unknown env id 'NotAnEnv'")
+
+
+def test_video_flag_records_the_final_policy(tmp_path):
+    assert train(config("video=true", "env.num_envs=2"), tmp_path) == 0
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [f"final-ep{i}.mp4" for i in range(3)]
