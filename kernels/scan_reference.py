@@ -17,6 +17,6 @@ def linear_scan_reference(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | N
     h = torch.zeros_like(b[:, 0]) if h0 is None else h0
     outputs = []
     for t in range(a.shape[1]):
-        h = torch.where(a[:, t] == 0, b[:, t], a[:, t] * h + b[:, t])
+        h = a[:, t] * torch.where(a[:, t] == 0, 0.0, h) + b[:, t]  # a zero gate drops h, inf and NaN included
         outputs.append(h)
     return torch.stack(outputs, dim=1)

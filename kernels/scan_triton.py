@@ -1,4 +1,4 @@
-"""Linear recurrence h_t = a_t * h_{t-1} + b_t as Triton kernels, forward and backward (CUDA; CPU under the interpreter).
+"""Linear recurrence h_t = a_t * h_{t-1} + b_t as Triton kernels, forward and backward (CUDA, or CPU when interpreted).
 
 Parallelisation. The scan is memory-bound: it reads ``a`` and ``b`` once and writes ``h`` once, so the kernels are
 built to stream them. The grid is ``(B, ceil(D / BLOCK_D))``: one program owns one sequence and a ``BLOCK_D`` slice of
@@ -27,29 +27,37 @@ that is that small anyway; with ``chunk=1`` no products are formed and the kerne
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-#: Whether these kernels were defined under ``TRITON_INTERPRET=1`` (Triton reads it when ``@triton.jit`` runs); only
-#: then can they run on CPU tensors.
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+#: The dtype each input dtype is accumulated in.
+_ACCUMULATOR = {
+    torch.float16: tl.float32, torch.bfloat16: tl.float32, torch.float32: tl.float32, torch.float64: tl.float64,
+}
 
-_ACCUMULATOR = {torch.float16: tl.float32, torch.bfloat16: tl.float32, torch.float32: tl.float32, torch.float64: tl.float64}
+
+# The kernels call Triton builtins and this module's helpers only, never a ``@triton.jit`` function of triton.language
+# (``tl.zeros``, ``tl.sum``): those are interpreted only if TRITON_INTERPRET was set before triton itself was first
+# imported, which a test cannot ensure (tensordict imports triton).
 
 
 @triton.jit
 def _compose(a_first, b_first, a_then, b_then):
-    """The step ``h -> then(first(h))``; a gate ``a_then == 0`` discards ``first`` entirely (even an inf ``b_first``)."""
-    return a_first * a_then, a_then * b_first + b_then
+    """The step ``h -> then(first(h))``; a gate ``a_then == 0`` discards ``first`` entirely, even an inf ``b_first``."""
+    return a_first * a_then, tl.where(a_then == 0, b_then, a_then * b_first + b_then)
+
+
+@triton.jit
+def _add(x, y):
+    return x + y
 
 
 @triton.jit
 def _last_row(x, rows, CHUNK: tl.constexpr):
     """Row ``CHUNK - 1`` of the tile ``x`` (selected with where, so inf or NaN in other rows cannot leak in)."""
-    return tl.sum(tl.where(rows[:, None] == CHUNK - 1, x, 0.0), axis=0)
+    return tl.reduce(tl.where(rows[:, None] == CHUNK - 1, x, 0.0), 0, _add)
 
 
 @triton.jit
@@ -65,7 +73,7 @@ def _scan_fwd_kernel(
     if HAS_H0:
         h = tl.load(h0_ptr + pid_b * D + cols, mask=col_ok, other=0.0).to(ACC)
     else:
-        h = tl.zeros([BLOCK_D], dtype=ACC)
+        h = tl.full([BLOCK_D], 0.0, ACC)
     for t0 in range(0, T, CHUNK):
         t = t0 + rows
         offs = seq + t[:, None] * D + cols[None, :]
@@ -91,8 +99,8 @@ def _scan_bwd_kernel(
     if HAS_H0:
         h0 = tl.load(h0_ptr + pid_b * D + cols, mask=col_ok, other=0.0).to(ACC)
     else:
-        h0 = tl.zeros([BLOCK_D], dtype=ACC)
-    g = tl.zeros([BLOCK_D], dtype=ACC)  # g_T = 0: nothing after the end
+        h0 = tl.full([BLOCK_D], 0.0, ACC)
+    g = tl.full([BLOCK_D], 0.0, ACC)  # g_T = 0: nothing after the end
     for k in range(0, T, CHUNK):
         t = T - 1 - k - rows  # the tile's rows run backwards in time
         offs = seq + t[:, None] * D + cols[None, :]
@@ -115,7 +123,12 @@ def _scan_bwd_kernel(
         tl.store(dh0_ptr + pid_b * D + cols, tl.where(a0 == 0, 0.0, g * a0).to(dh0_ptr.dtype.element_ty), mask=col_ok)
 
 
-def _config(length: int, dim: int, block_d: int | None, chunk: int | None, num_warps: int | None) -> tuple[int, int, int]:
+#: Whether the kernels were defined under ``TRITON_INTERPRET=1`` (Triton reads it when ``@triton.jit`` runs, that is
+#: when this module is first imported); only then can they run on CPU tensors.
+INTERPRETED = type(_scan_fwd_kernel).__name__ == "InterpretedFunction"
+
+
+def _config(length: int, dim: int, block_d: int | None, chunk: int | None, num_warps: int | None):
     """Default tile: up to 32 channels x 32 time steps, with a warp per 128 elements (4 per thread, ~60 registers)."""
     block_d = block_d or min(triton.next_power_of_2(dim), 32)
     chunk = chunk or min(triton.next_power_of_2(max(length, 1)), 32)

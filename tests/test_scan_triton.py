@@ -117,11 +117,19 @@ def test_zero_gate_cuts_off_inf_and_nan(chunk):
     torch.testing.assert_close(grad_b[:, 30:], clean[2].cpu())
     assert (grad_b[0, :21] == 0).all() and (grad_b[1, :30] == 0).all() and (grad_h0 == 0).all()
     assert (grad_a[a == 0] == 0).all()
-    # Elsewhere the reference's, NaNs included (0 * inf before the cuts). At a cut gate the reference's autograd gives
-    # 0 * h_{t-1}, NaN when h_{t-1} is inf, where the contract (and both fast backends) say 0.
+    # Elsewhere the reference's, NaNs included (0 * inf before the cuts).
     expected = _reference(a, b, h0, weight)
-    expected[1] = torch.where(a == 0, 0.0, expected[1])
     _assert_all_close([h, grad_a, grad_b, grad_h0], expected, 1e-5, torch.float32)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_cut_at_start_blocks_even_an_infinite_gradient_to_h0():
+    a, b, h0, _ = _inputs(1, 3, 2)
+    a[0, 0] = torch.tensor([0.0, 0.5])
+    weight = torch.tensor([[[float("inf"), 1.0], [1.0, 1.0], [1.0, 1.0]]])
+    grad_h0 = _triton(a, b, h0, weight)[3].cpu()
+    a1, a2 = a[0, 1, 1], a[0, 2, 1]
+    torch.testing.assert_close(grad_h0, torch.stack([torch.tensor(0.0), 0.5 * (1 + a1 * (1 + a2))])[None])
 
 
 def test_strided_and_mixed_dtype_inputs():
