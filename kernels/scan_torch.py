@@ -25,22 +25,29 @@ import torch
 _LOOP_MAX_LEN = 32
 
 
-def _scan_loop(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _scan_loop(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool, with_decay: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sequential scan over dim -2 of ``a``, ``b`` ``[..., T, D]`` from ``h0`` ``[..., D]``.
 
-    Returns the states and the running products of the gates (what a zero initial state would be multiplied by).
+    Returns the states and, if asked, the running products of the gates (what a zero initial state is multiplied by).
     """
-    out, decay = torch.empty_like(b), torch.empty_like(a)
+    out = torch.empty_like(b)
+    decay = torch.empty_like(a) if with_decay else None
     prev_h, prev_decay = h0, torch.ones_like(h0)
-    for t in range(a.shape[-2]):
-        a_t, b_t, out_t, decay_t = a[..., t, :], b[..., t, :], out[..., t, :], decay[..., t, :]
+    # unbind once: per-step indexing would cost more Python time than the small multiply-adds themselves
+    steps = zip(a.unbind(-2), b.unbind(-2), out.unbind(-2), decay.unbind(-2) if with_decay else [None] * a.shape[-2])
+    for a_t, b_t, out_t, decay_t in steps:
         torch.addcmul(b_t, a_t, prev_h, out=out_t)
-        torch.mul(prev_decay, a_t, out=decay_t)
         if careful:
             cut = a_t == 0
             torch.where(cut, b_t, out_t, out=out_t)
-            decay_t.masked_fill_(cut, 0.0)
-        prev_h, prev_decay = out_t, decay_t
+        if with_decay:
+            torch.mul(prev_decay, a_t, out=decay_t)
+            if careful:
+                decay_t.masked_fill_(cut, 0.0)
+            prev_decay = decay_t
+        prev_h = out_t
     return out, decay
 
 
@@ -54,7 +61,9 @@ def _scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool) -> 
     if pad:  # a = 1, b = 0 carries the state through unchanged; the padded tail is dropped at the end
         a = torch.cat([a, a.new_ones(batch, pad, dim)], dim=1)
         b = torch.cat([b, b.new_zeros(batch, pad, dim)], dim=1)
-    local, decay = _scan_loop(a.unflatten(1, (chunks, size)), b.unflatten(1, (chunks, size)), b.new_zeros(batch, chunks, dim), careful)
+    local, decay = _scan_loop(
+        a.unflatten(1, (chunks, size)), b.unflatten(1, (chunks, size)), b.new_zeros(batch, chunks, dim), careful, True
+    )
     ends = _scan(decay[:, :, -1], local[:, :, -1], h0, careful)
     starts = torch.cat([h0[:, None], ends[:, :-1]], dim=1)[:, :, None]
     carried = decay * starts
