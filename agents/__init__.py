@@ -1,4 +1,4 @@
-"""Agents: recurrent PPO (and, by name, whatever else ``AGENTS`` lists), each taking any memory backbone."""
+"""Agents: recurrent PPO and recurrent (R2D2-style) DQN, each taking any memory backbone."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Any
 import torch
 from gymnasium.vector import VectorEnv
 
+from recurl.agents.dqn import DQN, DQNConfig
 from recurl.agents.ppo import PPO, PPOConfig
 from recurl.memory import Memory
 
 #: Agent name -> (agent class, its config dataclass).
-AGENTS = {"ppo": (PPO, PPOConfig)}
+AGENTS = {"ppo": (PPO, PPOConfig), "dqn": (DQN, DQNConfig)}
 
 
 def make_agent(
@@ -29,4 +30,4 @@ def make_agent(
     return agent_cls(config_cls(**options), envs, memory, device=device, total_steps=total_steps, seed=seed)
 
 
-__all__ = ["AGENTS", "PPO", "PPOConfig", "make_agent"]
+__all__ = ["AGENTS", "DQN", "DQNConfig", "PPO", "PPOConfig", "make_agent"]
