@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 from omegaconf import OmegaConf
 
 from recurl.envs import resolve_env_id
@@ -254,6 +255,7 @@ def plot(groups: dict[tuple[str, str], list[Run]], out: Path) -> None:
             ax.plot(grid, values.mean(axis=0), color=colors[label], label=f"{label} ({len(runs)} seeds)", marker="o" if len(grid) == 1 else None)
             ax.fill_between(grid, low, high, color=colors[label], alpha=0.25, linewidth=0)
         ax.set(title=env, xlabel="env steps", ylabel="episode return")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, not 200000 (long labels overlap)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     for ax in axes[len(envs) :]:
