@@ -1,18 +1,25 @@
-"""``python -m recurl.bench {memory,ppo}``: benchmarks that print markdown tables (copied into BENCHMARKS.md)."""
+"""``python -m recurl.bench {memory,ppo,dqn}``: benchmarks that print markdown tables (copied into BENCHMARKS.md)."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-SUITES = {"memory": "recurl.bench.memory", "ppo": "recurl.bench.ppo"}
+USAGE = "usage: python -m recurl.bench {memory,ppo,dqn} [options]  (--help after the name for options)"
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in SUITES:
-        print(f"usage: python -m recurl.bench {{{','.join(SUITES)}}} [options]  (--help after the name for options)")
+    suite = sys.argv[1] if len(sys.argv) > 1 else None
+    if suite == "memory":
+        from recurl.bench import memory
+
+        memory.main(sys.argv[2:])
+    elif suite in ("ppo", "dqn"):
+        from recurl.bench import agent
+
+        agent.main(sys.argv[2:], suite)
+    else:
+        print(USAGE)
         sys.exit(2)
-    importlib.import_module(SUITES[sys.argv[1]]).main(sys.argv[2:])
 
 
 if __name__ == "__main__":
