@@ -29,9 +29,10 @@ batches of ``batch_size`` sequences.
 
 Actions: Discrete, or MultiDiscrete flattened to the product Discrete; other spaces are refused (PPO acts in them).
 
-Checkpoints (``state_dict``) hold both networks, the optimizer and the counters, not the replay buffer: it can be
-large (``capacity`` times the bytes per step in ``recurl.agents.replay``), and a run resumed from a checkpoint refills
-it by acting with the restored network.
+Checkpoints (``state_dict``) hold both networks, the optimizer, the counters, the sampling RNG, where acting stands
+(observations, flags, memory state) and the whole replay buffer, so a resumed run continues exactly. The replay makes
+them as large as the buffer (``capacity`` times the bytes per step in ``recurl.agents.replay``: ~5 MB for a POPGym
+task, ~400 MB for MiniGrid at the default capacity).
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ from gymnasium.vector import VectorEnv
 from tensordict import TensorDict
 from torch import nn
 
+from recurl.agents.acting import (
+    acting_state_dict, load_acting_state_dict, state_from_tensordict, state_to_tensordict,
+)
 from recurl.agents.heads import UnsupportedActionSpaceError
-from recurl.agents.ppo import state_from_tensordict, state_to_tensordict
 from recurl.agents.replay import SequenceReplay
 from recurl.envs import final_observations, finished_episodes
 from recurl.memory import Memory
@@ -231,6 +234,10 @@ class DQN:
         q, state = self.q_net.step(obs, state, reset)
         return self._epsilon_greedy(q, 0.0 if deterministic else self.epsilon()), state
 
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The memory state ``act`` starts ``batch_size`` fresh episodes from."""
+        return self.q_net.initial_state(batch_size, device)
+
     def to_env(self, action: torch.Tensor) -> np.ndarray:
         return self.actions.to_env(action)
 
@@ -334,10 +341,20 @@ class DQN:
             "iteration": self.iteration,
             "global_step": self.global_step,
             "updates": self.updates,
+            "generator": self.generator.get_state(),
+            **acting_state_dict(self.obs, self.reset, self.state),
+            "replay": self.replay.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.q_net.load_state_dict(state["q_net"])
+        self.load_policy(state)
         self.target_net.load_state_dict(state["target_net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.global_step, self.updates = state["iteration"], state["global_step"], state["updates"]
+        self.generator.set_state(state["generator"])
+        self.obs, self.reset, self.state = load_acting_state_dict(state, self.device)
+        self.replay.load_state_dict(state["replay"])
+
+    def load_policy(self, state: dict) -> None:
+        """Only the online network of a ``state_dict``: enough to act (``recurl.record``), with any number of envs."""
+        self.q_net.load_state_dict(state["q_net"])

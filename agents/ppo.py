@@ -26,6 +26,9 @@ from gymnasium.vector import VectorEnv
 from tensordict import TensorDict
 from torch import nn
 
+from recurl.agents.acting import (
+    acting_state_dict, load_acting_state_dict, state_from_tensordict, state_to_tensordict,
+)
 from recurl.agents.errors import NonFiniteError, check_finite
 from recurl.agents.gae import generalized_advantages
 from recurl.agents.policy import RecurrentActorCritic
@@ -61,14 +64,6 @@ class PPOConfig:
                 raise ValueError(f"agent.{name} must be non-negative, got {getattr(self, name)}")
 
 
-def state_to_tensordict(state: State, batch_size: int) -> TensorDict:
-    return TensorDict({str(i): part for i, part in enumerate(state)}, batch_size=[batch_size])
-
-
-def state_from_tensordict(td: TensorDict) -> State:
-    return tuple(td[str(i)] for i in range(len(td.keys())))
-
-
 class PPO:
     def __init__(
         self, config: PPOConfig, envs: VectorEnv, memory: Memory, *, device: torch.device, total_steps: int, seed: int
@@ -97,6 +92,10 @@ class PPO:
         """The policy alone, for evaluation and videos: actions (the distribution's mode if ``deterministic``)."""
         dist, _, state = self.policy.step(obs, state, reset)
         return (dist.mode if deterministic else dist.sample()), state
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The memory state ``act`` starts ``batch_size`` fresh episodes from."""
+        return self.policy.initial_state(batch_size, device)
 
     def to_env(self, action: torch.Tensor) -> np.ndarray:
         return self.policy.actor.to_env(action)
@@ -215,15 +214,15 @@ class PPO:
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
             "global_step": self.global_step,
-            "obs": self.obs,
-            "reset": self.reset,
-            "memory_state": dict(state_to_tensordict(self.state, self.envs.num_envs).items()),
+            **acting_state_dict(self.obs, self.reset, self.state),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.global_step = state["iteration"], state["global_step"]
-        self.obs, self.reset = state["obs"].to(self.device), state["reset"].to(self.device)
-        memory_state = state["memory_state"]
-        self.state = tuple(memory_state[str(i)].to(self.device) for i in range(len(memory_state)))
+        self.obs, self.reset, self.state = load_acting_state_dict(state, self.device)
+
+    def load_policy(self, state: dict) -> None:
+        """Only the network of a ``state_dict``: enough to act (``recurl.record``), with any number of envs."""
+        self.policy.load_state_dict(state["policy"])

@@ -31,6 +31,10 @@ def _zeros_like_rows(example: TensorDict, rows: int) -> TensorDict:
     )
 
 
+def _shapes(td: TensorDict) -> dict:
+    return {key: tuple(t.shape) for key, t in td.items(include_nested=True, leaves_only=True)}
+
+
 class SequenceReplay:
     def __init__(self, step: TensorDict, state: TensorDict, capacity: int, period: int, window: int):
         """``step`` and ``state`` are examples [num_envs] of what ``add`` receives (only shapes, dtypes and device count).
@@ -59,6 +63,19 @@ class SequenceReplay:
     def __len__(self) -> int:
         """Steps stored, over all envs."""
         return min(self.written, self.slots) * self.num_envs
+
+    def state_dict(self) -> dict:
+        """Everything stored, as plain tensors and numbers (checkpoints refuse other objects)."""
+        return {"steps": self.steps.to_dict(), "states": self.states.to_dict(), "written": self.written}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Refill from ``state_dict``; a buffer of another shape (capacity, envs, observation size) raises ValueError."""
+        for name in ("steps", "states"):
+            mine, theirs = getattr(self, name), TensorDict(saved[name])
+            if _shapes(theirs) != _shapes(mine):  # update_ alone would broadcast a smaller buffer silently
+                raise ValueError(f"the saved replay {name} {_shapes(theirs)} do not fit this run's {_shapes(mine)}")
+            mine.update_(theirs)
+        self.written = saved["written"]
 
     @property
     def nbytes(self) -> int:

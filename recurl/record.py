@@ -1,7 +1,7 @@
 """``python -m recurl.record RUN_DIR``: play a trained agent and write one mp4 per episode to ``RUN_DIR/videos/``.
 
 The agent is rebuilt from the checkpoint's own config with ``recurl.train.setup`` (so every agent type works) and
-then only used through ``act``, ``to_env``, ``load_state_dict`` and ``policy.initial_state``. It plays one env,
+then only used through ``act``, ``to_env``, ``load_policy`` and ``initial_state``. It plays one env,
 stepwise, carrying its recurrent state through the episode exactly as in training: the state is reset on the
 episode's first observation.
 
@@ -54,7 +54,7 @@ def load_agent(checkpoint: Path):
         cfg.agent.minibatches = 1
     envs, agent = setup(cfg)
     envs.close()
-    agent.load_state_dict(payload["agent"])
+    agent.load_policy(payload["agent"])
     return agent, cfg
 
 
@@ -95,7 +95,7 @@ def record_episodes(
 def play_episode(agent, env, add_frame, *, seed: int | None, deterministic: bool, overlay: bool) -> tuple[float, int]:
     """One episode from ``env.reset(seed=seed)``, passing each frame to ``add_frame``; returns (return, length)."""
     obs, _ = env.reset(seed=seed)
-    state = agent.policy.initial_state(1, "cpu")
+    state = agent.initial_state(1, "cpu")
     reset = torch.ones(1, dtype=torch.bool)
     info = FrameInfo(step=0)
     add_frame(make_frame(env, info, overlay))

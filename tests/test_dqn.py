@@ -16,12 +16,13 @@ from tensordict import TensorDict
 
 import recurl
 from recurl.agents.dqn import DQN, DQNConfig, FlatActions, n_step_targets
-from recurl.agents.ppo import state_from_tensordict
+from recurl.agents.acting import state_from_tensordict
 from recurl.agents.replay import SequenceReplay
 from recurl.checkpoint import load_checkpoint
 from recurl.envs import COUNTER_ID, make_vector_env
 from recurl.memory import MEMORIES, make_memory
-from recurl.train import setup, train
+from recurl.record import record_episodes
+from recurl.train import prepare, run, setup, train
 
 CPU = torch.device("cpu")
 CONF = str(Path(recurl.__file__).parent / "conf")
@@ -311,6 +312,14 @@ def test_replay_memory_is_proportional_to_capacity():
     assert sizes[1920] == 2 * sizes[960]
 
 
+def test_replay_refuses_a_saved_buffer_of_another_shape():
+    small, large = counter_agent(buffer_capacity=96), counter_agent(buffer_capacity=192)
+    small.collect()
+    with pytest.raises(ValueError, match="saved replay steps"):
+        large.replay.load_state_dict(small.replay.state_dict())
+    large.replay.load_state_dict(large.replay.state_dict())  # its own shape loads
+
+
 def test_multidiscrete_actions_flatten_to_one_index_and_back():
     space = gym.spaces.MultiDiscrete(np.array([[2, 3], [4, 1]]), start=np.array([[1, 0], [-2, 5]]))
     actions = FlatActions(space)
@@ -379,3 +388,27 @@ def test_cli_trains_dqn(tmp_path):
     assert result.returncode == 0, result.stderr
     assert_complete_run(run_dir)
     assert "name: dqn" in (run_dir / ".hydra" / "config.yaml").read_text()
+
+
+def metrics_rows(run_dir):
+    with (run_dir / "metrics.csv").open() as f:
+        return [{k: v for k, v in row.items() if k not in ("sps", "wall_time")} for row in csv.DictReader(f)]
+
+
+def test_resumed_run_reproduces_the_uninterrupted_one(tmp_path):
+    """The checkpoint holds the replay, the sampling RNG and where acting stands: resuming changes nothing.
+    (ε is held constant: its schedule follows total_steps, which the resumed run extends.)"""
+    constant = ["agent.epsilon_start=0.3", "agent.epsilon_end=0.3", "checkpoint_every=3"]
+    full, half = tmp_path / "full", tmp_path / "half"
+    assert train(config(*constant, "total_steps=512"), full) == 0
+    assert train(config(*constant, "total_steps=256"), half) == 0
+    args = [f"resume={half}", "total_steps=512"]
+    assert run(*prepare(config(*constant, *args), args, Path("unused"))) == 0
+    assert len(metrics_rows(full)) == 16 and math.isfinite(float(metrics_rows(full)[-1]["loss"]))
+    assert metrics_rows(half) == metrics_rows(full)
+
+
+def test_a_dqn_run_can_be_recorded(tmp_path):
+    train(config("memory=mingru", "env.id=popgym-RepeatPreviousEasy-v0"), tmp_path)
+    (episode,) = record_episodes(tmp_path, episodes=1)
+    assert episode.path.is_file() and episode.length > 0

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from recurl.agents.gae import generalized_advantages
-from recurl.agents.ppo import PPO, PPOConfig, state_from_tensordict
+from recurl.agents.acting import state_from_tensordict
+from recurl.agents.ppo import PPO, PPOConfig
 from recurl.envs import COUNTER_ID, make_vector_env
 from recurl.memory import MEMORIES, make_memory
 
