@@ -1,0 +1,141 @@
+"""``python -m recurl.bench kernels``: forward+backward time of the scan and of each layer, against cuDNN and a loop.
+
+Rows, each at B x T x D with episode starts at random (p = 1/64 per step) where the row can reset:
+
+- ``scan <backend>``: ``linear_scan`` alone, with its achieved bandwidth (forward reads a, b and writes h; backward
+  reads a, h, dh and writes da, db: 8 tensors, 32 bytes per fp32 element) as a fraction of the device's copy
+  bandwidth.
+- ``<backbone> <backend>``: one ``mingru``/``minlstm``/``aaren`` layer (as inside ``Memory``), scan on that backend.
+- ``nn.LSTM``, ``nn.GRU``: cuDNN (oneDNN on CPU) of the same width, *without* resets: they cannot reset mid-sequence.
+- ``GRUCell loop``: ``nn.GRUCell`` stepped over time with resets, the way recurrent RL code without scans trains.
+- ``minGRU log-space compiled`` (``--compile``): the minGRU paper's log-space formulation (cumsum + logcumsumexp,
+  no resets), through ``torch.compile``.
+
+Every row reports its peak memory above the inputs (CUDA only). Triton rows need CUDA; on CPU the table still runs
+(``--sizes`` small) to check the script and compare the torch backend with oneDNN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recurl.bench.timing import device_name, median_ms
+from recurl.kernels import linear_scan
+from recurl.memory import MEMORIES
+
+RESET_PROBABILITY = 1 / 64
+SCAN_TENSORS_MOVED = 8  # fwd: a, b, h; bwd: a, h, dh, da, db
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def copy_bandwidth(device: torch.device, repeats: int) -> float:
+    """Bytes per second of a large device-to-device copy (read + write)."""
+    x = torch.empty(1 << 28 if device.type == "cuda" else 1 << 24, device=device)
+    y = torch.empty_like(x)
+    return 2 * x.numel() * x.element_size() / (median_ms(lambda: y.copy_(x), device, repeats) / 1e3)
+
+
+def log_space_mingru(k: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The minGRU paper's parallel form in log space (no resets possible: a gate of 0 is log 0)."""
+    log_z, log_coeffs = -F.softplus(-k), -F.softplus(k)
+    log_tilde = torch.where(h >= 0, (F.relu(h) + 0.5).log(), -F.softplus(-h))
+    a_star = log_coeffs.cumsum(dim=1)
+    return (a_star + (log_z + log_tilde - a_star).logcumsumexp(dim=1)).exp()
+
+
+def _fwd_bwd(run):
+    def fn():
+        run().float().square().mean().backward()
+
+    return fn
+
+
+def measure(run, device: torch.device, repeats: int) -> tuple[float, float]:
+    """(median ms of forward+backward, peak MiB allocated above what was allocated before)."""
+    fn = _fwd_bwd(run)
+    if device.type != "cuda":
+        return median_ms(fn, device, repeats), float("nan")
+    fn()
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    ms = median_ms(fn, device, repeats)
+    return ms, (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def rows(batch, length, dim, dtype, device, backends, compile_log_space):
+    """(name, callable doing one forward, bytes moved by the scan or None) for every row of one size."""
+    def leaf(*shape):
+        return torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+
+    x = leaf(batch, length, dim)
+    resets = torch.rand(batch, length, device=device) < RESET_PROBABILITY
+    a = torch.rand(batch, length, dim, device=device, dtype=dtype).masked_fill(resets[..., None], 0).requires_grad_()
+    b = leaf(batch, length, dim)
+    scan_bytes = SCAN_TENSORS_MOVED * b.element_size() * b.numel()
+    for backend in backends:
+        yield f"scan {backend}", lambda backend=backend: linear_scan(a, b, backend=backend), scan_bytes
+    for name in ("mingru", "minlstm", "aaren"):
+        for backend in backends:
+            cell = MEMORIES[name](dim, scan_backend=backend).to(device, dtype)
+            state = cell.initial_state(batch, device, dtype)
+            yield f"{name} {backend}", lambda cell=cell, state=state: cell(x, state, resets)[0], None
+    for rnn in (nn.LSTM, nn.GRU):
+        module = rnn(dim, dim, batch_first=True).to(device, dtype)
+        yield f"nn.{rnn.__name__} (no resets)", lambda module=module: module(x)[0], None
+    gru_cell = nn.GRUCell(dim, dim).to(device, dtype)
+
+    def cell_loop():
+        h, outputs = x.new_zeros(batch, dim), []
+        for t in range(length):
+            h = gru_cell(x[:, t], torch.where(resets[:, t, None], 0.0, h))
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
+
+    yield "GRUCell loop", cell_loop, None
+    if compile_log_space:
+        proj = nn.Linear(dim, 2 * dim).to(device, dtype)
+        compiled = torch.compile(log_space_mingru)
+        yield "minGRU log-space compiled (no resets)", lambda: compiled(*proj(x).chunk(2, dim=-1)), None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m recurl.bench kernels", description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 1024, 4096])
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile'd log-space minGRU row")
+    parser.add_argument("--skip-loop", action="store_true", help="leave out the (slow) GRUCell loop")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    backends = ["triton", "torch"] if device.type == "cuda" else ["torch"]
+    bandwidth = copy_bandwidth(device, args.repeats)
+    print(f"# kernels, forward+backward, {device_name(device)}, torch {torch.__version__}, "
+          f"{datetime.date.today()}; copy bandwidth {bandwidth / 1e9:.0f} GB/s")
+    print("| dtype | T | row | ms | vs minGRU " + backends[0] + " | scan GB/s (% of copy) | peak MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype_name in args.dtypes:
+        for length in args.lengths:
+            results = []
+            for name, run, scan_bytes in rows(
+                args.batch, length, args.dim, DTYPES[dtype_name], device, backends, args.compile
+            ):
+                if args.skip_loop and name == "GRUCell loop":
+                    continue
+                repeats = max(2, args.repeats // 10) if name == "GRUCell loop" else args.repeats
+                results.append((name, *measure(run, device, repeats), scan_bytes))
+            reference = next(ms for name, ms, _, _ in results if name == f"mingru {backends[0]}")
+            for name, ms, peak, scan_bytes in results:
+                achieved = "" if scan_bytes is None else (
+                    f"{scan_bytes / (ms / 1e3) / 1e9:.0f} ({100 * scan_bytes / (ms / 1e3) / bandwidth:.0f}%)"
+                )
+                print(f"| {dtype_name} | {length} | {name} | {ms:.3f} | {ms / reference:.2f}x | {achieved} | "
+                      f"{peak:.0f} |", flush=True)
