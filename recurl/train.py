@@ -3,7 +3,7 @@
 Hydra composes ``recurl/conf/config.yaml`` with the groups ``agent=``, ``memory=``, ``env=`` and any ``key=value``
 overrides, and makes the run folder (``runs/<date>/<time>_<agent>_<memory>`` by default). The folder receives the
 resolved config (``.hydra/config.yaml``), ``metrics.csv``, TensorBoard events under ``tensorboard/`` and
-``checkpoints/latest.pt`` (rewritten every ``checkpoint_every`` updates, and when the run stops) and
+``checkpoints/latest.pt`` (rewritten every ``checkpoint_every`` env steps, and when the run stops) and
 ``checkpoints/final.pt``.
 
 ``resume=PATH`` (a run folder or a checkpoint file) continues that run in its own folder, with its saved config and
@@ -150,6 +150,7 @@ def run(cfg: DictConfig, run_dir: Path, envs, agent) -> int:
     try:
         with _StopRequest() as stop:
             while agent.global_step < cfg.total_steps and stop.signal is None:
+                period = agent.global_step // cfg.checkpoint_every
                 try:
                     metrics, episodes = agent.iterate()
                 except RUN_STOPPERS as error:
@@ -157,7 +158,7 @@ def run(cfg: DictConfig, run_dir: Path, envs, agent) -> int:
                     print(f"\nrecurl.train: stopped at step {agent.global_step}: {error}; {kept} is kept", file=sys.stderr)
                     return 1
                 logger.log(agent.global_step, metrics, episodes)
-                if agent.iteration % cfg.checkpoint_every == 0 or stop.signal is not None:
+                if agent.global_step // cfg.checkpoint_every > period or stop.signal is not None:
                     checkpoint(latest)
         if stop.signal is not None:
             name = signal.Signals(stop.signal).name

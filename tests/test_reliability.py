@@ -191,6 +191,21 @@ def test_failing_env_stops_the_run_with_its_error_and_keeps_the_checkpoint(mode,
     assert kept["agent"]["global_step"] == 32  # two complete updates of 16 steps before step 40
 
 
+@pytest.mark.parametrize("every, kept_step", [(20, 32), (33, None)])
+def test_checkpoints_are_written_every_checkpoint_every_env_steps(every, kept_step, tmp_path):
+    """Updates of 16 env steps; the env fails at step 40: a checkpoint exists only if a multiple of ``every`` was
+    passed by then (20 is passed at the update ending on step 32; 33 is not)."""
+    cfg = config("env=gym", "env.id=recurl-test/Faulty-v0", "total_steps=100000", "env.num_envs=1",
+                 "agent.minibatches=1", f"checkpoint_every={every}")
+    envs, agent = setup(cfg)
+    assert run(cfg, tmp_path, envs, agent) == 1
+    latest = tmp_path / "checkpoints" / "latest.pt"
+    if kept_step is None:
+        assert not latest.exists()
+    else:
+        assert load_checkpoint(latest)["agent"]["global_step"] == kept_step
+
+
 def test_nan_loss_is_detected_before_the_weights_change():
     envs, agent = setup(config("total_steps=1000"))
     with torch.no_grad():
