@@ -2,7 +2,9 @@
 
 Hydra makes a run folder before any code of ours runs, so ``config.yaml`` points ``hydra.run.dir`` at the resumed
 run's folder through ``run_dir_for`` and puts Hydra's record of the resuming command in ``.hydra/resume-<time>/``
-(``output_subdir_for``): the run's original ``.hydra/config.yaml`` stays as it was.
+(``output_subdir_for``): the run's original ``.hydra/config.yaml`` stays as it was. A *new* run pointed at a folder
+that already holds a run (``holds_a_run``) gets no Hydra record at all, so that nothing there is overwritten before
+``recurl.train`` refuses it.
 """
 
 from __future__ import annotations
@@ -40,8 +42,18 @@ def run_dir_for(resume: str | None, default: str) -> str:
     return str(_run_dir_of(_checkpoint_of(Path(resume))))
 
 
-def output_subdir_for(resume: str | None) -> str:
-    return ".hydra" if resume is None else f".hydra/resume-{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}"
+def holds_a_run(run_dir: Path) -> bool:
+    """Whether a run already wrote metrics or checkpoints in ``run_dir`` (a folder with only Hydra's record holds a
+    run that stopped before its first update: nothing of value)."""
+    return (run_dir / "metrics.csv").exists() or (run_dir / "checkpoints").exists()
+
+
+def output_subdir_for(resume: str | None, output_dir: str | None = None) -> str | None:
+    """Where Hydra records the job's config inside its folder ``output_dir``; None (no record) for a new run in a
+    folder that already holds one."""
+    if resume is not None:
+        return f".hydra/resume-{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}"
+    return None if output_dir is not None and holds_a_run(Path(output_dir)) else ".hydra"
 
 
 def resolve_resume(resume: str) -> tuple[Path, Path]:

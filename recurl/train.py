@@ -33,7 +33,9 @@ from recurl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recurl.envs import EnvStepError, make_vector_env
 from recurl.envs.snapshot import restore, snapshot
 from recurl.memory import make_memory
-from recurl.resume import output_subdir_for, resolve_resume, resumed_config, run_dir_for, truncate_metrics
+from recurl.resume import (
+    holds_a_run, output_subdir_for, resolve_resume, resumed_config, run_dir_for, truncate_metrics,
+)
 from recurl.run_logger import RunLogger
 
 MEMORY_KEYS = ("name", "hidden_size", "num_layers")
@@ -189,6 +191,10 @@ def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
     """Everything before training: a new run in ``new_run_dir``, or, with ``resume``, the saved run with
     ``overrides`` (the command line's) applied, restored from its checkpoint. Returns (cfg, run_dir, envs, agent)."""
     if cfg.resume is None:
+        if holds_a_run(new_run_dir):
+            raise ValueError(
+                f"{new_run_dir} already holds a run; continue it with resume={new_run_dir}, or choose another folder"
+            )
         return cfg, new_run_dir, *setup(cfg)
     run_dir, checkpoint = resolve_resume(str(cfg.resume))
     cfg = resumed_config(checkpoint, overrides)

@@ -87,6 +87,16 @@ def test_resume_from_the_command_line_keeps_the_runs_record(tmp_path):
     assert f"checkpoint {latest} is corrupt" in corrupt.stderr
 
 
+def test_a_new_run_in_a_folder_holding_a_run_is_refused_and_touches_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    assert cli("total_steps=64", f"hydra.run.dir={run_dir}").returncode == 0
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    again = cli("total_steps=128", "memory=lstm", f"hydra.run.dir={run_dir}")
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"already holds a run; continue it with resume={run_dir}" in again.stderr
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
+
+
 def test_resume_drops_rows_logged_after_the_checkpoint_and_appends(tmp_path):
     run_dir, early = tmp_path / "run", tmp_path / "early"
     assert train(config("total_steps=256"), run_dir) == 0
