@@ -11,8 +11,9 @@ A zero gate must cut off the past even when it is inf or NaN (``0 * inf`` is NaN
 plainly, which is exact whenever the result is finite; when it is not, the scan is redone with ``torch.where`` cuts
 (slower, and only then).
 
-The backward pass is the same scan run backwards in time (``g_t = dh_t + a_{t+1} g_{t+1}``), so a custom
-``autograd.Function`` stores only ``a``, the output and ``h0`` rather than every intermediate of the loop.
+The backward pass is the same scan run backwards in time (``g_t = dh_t + a_{t+1} g_{t+1}``, on views of ``a`` and
+``dh`` shifted by one step), so a custom ``autograd.Function`` stores only ``a``, the output and ``h0`` rather than
+every intermediate of the loop.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ _LOOP_MAX_LEN = 32
 
 
 def _scan_loop(
-    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool, with_decay: bool = False
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool, reverse: bool, with_decay: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sequential scan over dim -2 of ``a``, ``b`` ``[..., T, D]`` from ``h0`` ``[..., D]``.
+    """Sequential scan over dim -2 of ``a``, ``b`` ``[..., T, D]`` from ``h0`` ``[..., D]`` (from the last step
+    backwards if ``reverse``).
 
     Returns the states and, if asked, the running products of the gates (what a zero initial state is multiplied by).
     """
@@ -36,8 +38,8 @@ def _scan_loop(
     decay = torch.empty_like(a) if with_decay else None
     prev_h, prev_decay = h0, torch.ones_like(h0)
     # unbind once: per-step indexing would cost more Python time than the small multiply-adds themselves
-    steps = zip(a.unbind(-2), b.unbind(-2), out.unbind(-2), decay.unbind(-2) if with_decay else [None] * a.shape[-2])
-    for a_t, b_t, out_t, decay_t in steps:
+    steps = list(zip(a.unbind(-2), b.unbind(-2), out.unbind(-2), decay.unbind(-2) if with_decay else [None] * a.shape[-2]))
+    for a_t, b_t, out_t, decay_t in reversed(steps) if reverse else steps:
         torch.addcmul(b_t, a_t, prev_h, out=out_t)
         if careful:
             cut = a_t == 0
@@ -51,10 +53,10 @@ def _scan_loop(
     return out, decay
 
 
-def _scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool) -> torch.Tensor:
+def _scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool, reverse: bool) -> torch.Tensor:
     batch, length, dim = b.shape
     if length <= _LOOP_MAX_LEN:
-        return _scan_loop(a, b, h0, careful)[0]
+        return _scan_loop(a, b, h0, careful, reverse)[0]
     size = 1 << round(math.log2(math.sqrt(length)))
     chunks = -(-length // size)
     pad = chunks * size - length
@@ -62,21 +64,30 @@ def _scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool) -> 
         a = torch.cat([a, a.new_ones(batch, pad, dim)], dim=1)
         b = torch.cat([b, b.new_zeros(batch, pad, dim)], dim=1)
     local, decay = _scan_loop(
-        a.unflatten(1, (chunks, size)), b.unflatten(1, (chunks, size)), b.new_zeros(batch, chunks, dim), careful, True
+        a.unflatten(1, (chunks, size)), b.unflatten(1, (chunks, size)), b.new_zeros(batch, chunks, dim), careful,
+        reverse, with_decay=True,
     )
-    ends = _scan(decay[:, :, -1], local[:, :, -1], h0, careful)
-    starts = torch.cat([h0[:, None], ends[:, :-1]], dim=1)[:, :, None]
-    carried = decay * starts
+    # A chunk's exit is its last step, or its first when scanning backwards; its entry state is the previous
+    # chunk's exit, or the next one's.
+    exit_step = 0 if reverse else -1
+    ends = _scan(decay[:, :, exit_step], local[:, :, exit_step], h0, careful, reverse)
+    if reverse:
+        starts = torch.cat([ends[:, 1:], h0[:, None]], dim=1)[:, :, None]
+    else:
+        starts = torch.cat([h0[:, None], ends[:, :-1]], dim=1)[:, :, None]
     if careful:
-        carried = torch.where(decay == 0, 0.0, carried)
-    return (local + carried).flatten(1, 2)[:, :length]
+        local += torch.where(decay == 0, 0.0, decay * starts)
+    else:
+        local.addcmul_(decay, starts)
+    return local.flatten(1, 2)[:, :length]
 
 
-def scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """Forward-only scan of ``[B, T, D]`` tensors from state ``h0`` ``[B, D]``; builds no autograd graph."""
-    h = _scan(a, b, h0, careful=False)
+def scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Scan of ``[B, T, D]`` tensors from state ``h0`` ``[B, D]`` (entering at t = T - 1 and running back to 0 if
+    ``reverse``); builds no autograd graph."""
+    h = _scan(a, b, h0, careful=False, reverse=reverse)
     if not torch.isfinite(h).all():
-        h = _scan(a, b, h0, careful=True)
+        h = _scan(a, b, h0, careful=True, reverse=reverse)
     return h
 
 
@@ -91,12 +102,16 @@ class _LinearScan(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h: torch.Tensor):
         a, h, h0 = ctx.saved_tensors
-        # g_t = dL/dh_t in total = grad_h_t + a_{t+1} g_{t+1}: the same recurrence, reversed in time.
-        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
-        g = scan(a_next.flip(1), grad_h.flip(1), torch.zeros_like(h0)).flip(1)
-        h_prev = torch.cat([h0[:, None], h[:, :-1]], dim=1)
+        # g_t = dL/dh_t in total = grad_h_t + a_{t+1} g_{t+1}: the same recurrence, reversed in time, entered at
+        # t = T - 2 from g_{T-1} = grad_h_{T-1}. Views and out= writes only: no flipped or shifted copies.
+        g = torch.empty_like(grad_h)
+        g[:, -1] = grad_h[:, -1]
+        g[:, :-1] = scan(a[:, 1:], grad_h[:, :-1], grad_h[:, -1], reverse=True)
+        grad_a = torch.empty_like(a)  # g_t * h_{t-1}
+        torch.mul(g[:, 1:], h[:, :-1], out=grad_a[:, 1:])
+        torch.mul(g[:, 0], h0, out=grad_a[:, 0])
         cut = a == 0  # a cut gate has no dependence on the past, in value or in gradient
-        grad_a = torch.where(cut, 0.0, g * h_prev)
+        grad_a.masked_fill_(cut, 0.0)
         grad_h0 = torch.where(cut[:, 0], 0.0, g[:, 0] * a[:, 0])
         return grad_a, g, grad_h0
 
