@@ -5,7 +5,8 @@
     h_t  = (1 - z_t) * h_{t-1} + z_t * h~_t
 
 The gate does not depend on h_{t-1}, so over a trajectory this is the linear recurrence h_t = a_t h_{t-1} + b_t with
-a_t = 1 - z_t (computed as sigmoid(-W_z x_t), exact for saturated gates) and b_t = z_t h~_t.
+a_t = 1 - z_t and b_t = z_t h~_t. The decay a_t is computed as sigmoid(-W_z x_t), so a saturated gate keeps a tiny
+but nonzero a_t (a zero would read as an episode reset); z_t is then 1 - a_t.
 """
 
 from __future__ import annotations
@@ -22,4 +23,5 @@ class MinGRU(LinearRecurrentCell):
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         update, candidate = self.proj(x).chunk(2, dim=-1)
-        return torch.sigmoid(-update), torch.sigmoid(update) * positive_activation(candidate)
+        decay = torch.sigmoid(-update)
+        return decay, (1 - decay) * positive_activation(candidate)
