@@ -11,9 +11,8 @@ A zero gate must cut off the past even when it is inf or NaN (``0 * inf`` is NaN
 plainly, which is exact whenever the result is finite; when it is not, the scan is redone with ``torch.where`` cuts
 (slower, and only then).
 
-The backward pass is the same scan run backwards in time (``g_t = dh_t + a_{t+1} g_{t+1}``, on views of ``a`` and
-``dh`` shifted by one step), so a custom ``autograd.Function`` stores only ``a``, the output and ``h0`` rather than
-every intermediate of the loop.
+The backward pass is the same scan run backwards in time (``g_t = dh_t + a_{t+1} g_{t+1}``), so a custom
+``autograd.Function`` stores only ``a``, the output and ``h0`` rather than every intermediate of the loop.
 """
 
 from __future__ import annotations
@@ -102,11 +101,10 @@ class _LinearScan(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h: torch.Tensor):
         a, h, h0 = ctx.saved_tensors
-        # g_t = dL/dh_t in total = grad_h_t + a_{t+1} g_{t+1}: the same recurrence, reversed in time, entered at
-        # t = T - 2 from g_{T-1} = grad_h_{T-1}. Views and out= writes only: no flipped or shifted copies.
-        g = torch.empty_like(grad_h)
-        g[:, -1] = grad_h[:, -1]
-        g[:, :-1] = scan(a[:, 1:], grad_h[:, :-1], grad_h[:, -1], reverse=True)
+        # g_t = dL/dh_t in total = grad_h_t + a_{t+1} g_{t+1}: the same recurrence, run backwards in time, with the
+        # gates shifted by one step (a_T = 0: nothing follows the end).
+        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
+        g = scan(a_next, grad_h, torch.zeros_like(h0), reverse=True)
         grad_a = torch.empty_like(a)  # g_t * h_{t-1}
         torch.mul(g[:, 1:], h[:, :-1], out=grad_a[:, 1:])
         torch.mul(g[:, 0], h0, out=grad_a[:, 0])

@@ -40,7 +40,7 @@ def time_layer(name: str, batch: int, length: int, dim: int, device: torch.devic
         return torch.stack(ys, 1)
 
     parallel = median_ms(_fwd_bwd(lambda: cell(x, state, resets)[0]), device, repeats)
-    stepwise = median_ms(_fwd_bwd(steps), device, max(2, repeats // 5), warmup=1)
+    stepwise = median_ms(_fwd_bwd(steps), device, max(3, repeats // 2), warmup=1)
     return {"parallel": parallel, "stepwise": stepwise}
 
 
@@ -53,7 +53,7 @@ def time_cudnn_lstm(batch: int, length: int, dim: int, device: torch.device, rep
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recurl.bench memory", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (half for the loop)")
     parser.add_argument("--memories", nargs="+", default=[m for m in MEMORIES if m != "mlp"], choices=list(MEMORIES))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
