@@ -37,7 +37,8 @@ def _scan_loop(
     decay = torch.empty_like(a) if with_decay else None
     prev_h, prev_decay = h0, torch.ones_like(h0)
     # unbind once: per-step indexing would cost more Python time than the small multiply-adds themselves
-    steps = list(zip(a.unbind(-2), b.unbind(-2), out.unbind(-2), decay.unbind(-2) if with_decay else [None] * a.shape[-2]))
+    decays = decay.unbind(-2) if with_decay else [None] * a.shape[-2]
+    steps = list(zip(a.unbind(-2), b.unbind(-2), out.unbind(-2), decays))
     for a_t, b_t, out_t, decay_t in reversed(steps) if reverse else steps:
         torch.addcmul(b_t, a_t, prev_h, out=out_t)
         if careful:
