@@ -9,6 +9,7 @@ mid-sequence). Sizes: B=16, T=512, D=64 on CPU; B=64, D=256, T in {128, 512, 102
 from __future__ import annotations
 
 import argparse
+import datetime
 
 import torch
 
@@ -55,10 +56,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (half for the loop)")
     parser.add_argument("--memories", nargs="+", default=[m for m in MEMORIES if m != "mlp"], choices=list(MEMORIES))
+    parser.add_argument("--size", type=int, nargs=3, metavar=("B", "T", "D"), help="one size instead of the defaults")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     sizes = [(64, t, 256) for t in (128, 512, 1024)] if device.type == "cuda" else [(16, 512, 64)]
-    print(f"# memory layers, forward+backward, {device_name(device)}, torch {torch.__version__}")
+    if args.size:
+        sizes = [tuple(args.size)]
+    print(f"# memory layers, forward+backward, {device_name(device)}, torch {torch.__version__}, {datetime.date.today()}")
     print("| B | T | D | backbone | parallel ms | stepwise ms | stepwise / parallel | nn.LSTM (no resets) ms | nn.LSTM / parallel |")
     print("|---|---|---|---|---|---|---|---|---|")
     for batch, length, dim in sizes:

@@ -1,0 +1,46 @@
+"""The benchmark scripts run and print a complete table (tiny sizes: this checks the scripts, not the speed)."""
+
+import re
+
+import pytest
+import torch
+
+from recurl.bench import kernels, memory
+
+ROW = re.compile(r"^\| .* \|$")
+
+
+def table_rows(text):
+    return [line for line in text.splitlines() if ROW.match(line) and not line.startswith("|---")][1:]
+
+
+def numbers(row):
+    return [float(cell.strip().rstrip("x")) for cell in row.strip("|").split("|") if re.fullmatch(r"\s*[\d.]+x?\s*", cell)]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_memory_bench_times_every_backbone(capsys):
+    memory.main(["--device", "cpu", "--size", "2", "8", "4", "--repeats", "2"])
+    rows = table_rows(capsys.readouterr().out)
+    assert [row.split("|")[4].strip() for row in rows] == ["mingru", "minlstm", "aaren", "lstm"]
+    for row in rows:
+        assert all(value > 0 for value in numbers(row)[3:])  # after B, T, D: times and ratios
+
+
+def test_kernels_bench_has_every_row_for_every_dtype(capsys):
+    kernels.main(["--device", "cpu", "--batch", "2", "--dim", "4", "--lengths", "8", "--repeats", "2"])
+    rows = table_rows(capsys.readouterr().out)
+    names = [row.split("|")[3].strip() for row in rows]
+    expected = ["scan torch", "mingru torch", "minlstm torch", "aaren torch", "nn.LSTM (no resets)",
+                "nn.GRU (no resets)", "GRUCell loop"]
+    assert names == expected * 2  # fp32, then bf16
+    for row in rows:
+        assert float(row.split("|")[4]) > 0
+    assert "%" in rows[0]  # the scan row reports its bandwidth
