@@ -27,6 +27,7 @@ import functools
 import io
 import re
 import textwrap
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,17 @@ def make_render_env(suite: str, env_id: str, *, max_episode_steps: int | None = 
     """
     full_id = resolve_env_id(suite, env_id)
     modes = _render_modes(full_id)
-    kwargs = next(({"render_mode": m} for m in ("rgb_array", "ansi") if m in modes), {})
-    return encode_observations(RawObservation(gym.make(full_id, max_episode_steps=max_episode_steps, **kwargs)))
+    mode = next((m for m in ("rgb_array", "ansi") if m in modes), None)
+    try:
+        env = gym.make(full_id, max_episode_steps=max_episode_steps, **({"render_mode": mode} if mode else {}))
+    except TypeError as error:
+        if "render_mode" not in str(error):
+            raise
+        # The class lists the mode but its __init__ takes no render_mode (POPGym's noisy CartPole and Pendulum
+        # variants); its render() reads the attribute, as gymnasium's classic-control envs do.
+        env = gym.make(full_id, max_episode_steps=max_episode_steps)
+        env.unwrapped.render_mode = mode
+    return encode_observations(RawObservation(env))
 
 
 def _render_modes(full_id: str) -> list[str]:
@@ -119,6 +129,9 @@ def env_picture(env: gym.Env) -> np.ndarray | str | None:
             with contextlib.redirect_stdout(printed):
                 returned = env.unwrapped.render()
         except NotImplementedError:  # gymnasium's default render
+            return None
+        except Exception as error:  # a game's own render bug (POPGym's ConcentrationMedium): show the observation
+            warnings.warn(f"{env.spec.id}: render() raised {error!r}; frames show the observation instead")
             return None
         text = returned if isinstance(returned, str) else printed.getvalue()
     text = textwrap.dedent(text).strip("\n")
