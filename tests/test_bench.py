@@ -27,7 +27,7 @@ def one_thread():
 
 
 def test_memory_bench_times_every_backbone(capsys):
-    memory.main(["--device", "cpu", "--size", "2", "8", "4", "--repeats", "2"])
+    memory.main(["--device", "cpu", "--size", "2", "8", "4", "--rounds", "2"])
     rows = table_rows(capsys.readouterr().out)
     assert [row.split("|")[4].strip() for row in rows] == ["mingru", "minlstm", "aaren", "lstm"]
     for row in rows:

@@ -3,7 +3,9 @@
 Each backbone's cell (one layer, width D -> D, as inside ``Memory``) runs over [B, T, D] inputs with episode starts
 sprinkled at random (p = 1/64 per step): once through its parallel ``forward``, once as a Python loop of ``step``.
 The reference is ``torch.nn.LSTM`` of the same width over the same input *without* resets (cuDNN/oneDNN cannot reset
-mid-sequence). Sizes: B=16, T=512, D=64 on CPU; B=64, D=256, T in {128, 512, 1024} on CUDA.
+mid-sequence). Sizes: B=16, T=512, D=64 on CPU; B=64, D=256, T in {128, 512, 1024} on CUDA. The three are timed in
+turns, round after round, and each column is a median: on a shared machine whose speed drifts, back-to-back
+medians of one and then the other skewed their ratio by up to 40%.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import datetime
 
 import torch
 
-from recurl.bench.timing import device_name, median_ms
+from recurl.bench.timing import device_name, interleaved_median_ms
 from recurl.memory import MEMORIES
 
 RESET_PROBABILITY = 1 / 64
@@ -27,8 +29,10 @@ def _fwd_bwd(run):
     return fn
 
 
-def time_layer(name: str, batch: int, length: int, dim: int, device: torch.device, repeats: int) -> dict[str, float]:
+def time_layer(name: str, batch: int, length: int, dim: int, device: torch.device, rounds: int) -> dict[str, float]:
+    """Median ms of the layer's parallel and stepwise forward+backward and of ``nn.LSTM``'s, timed in turns."""
     cell = MEMORIES[name](dim).to(device)
+    lstm = torch.nn.LSTM(dim, dim, batch_first=True).to(device)
     x = torch.randn(batch, length, dim, device=device, requires_grad=True)
     resets = torch.rand(batch, length, device=device) < RESET_PROBABILITY
     state = cell.initial_state(batch, device, x.dtype)
@@ -40,21 +44,21 @@ def time_layer(name: str, batch: int, length: int, dim: int, device: torch.devic
             ys.append(y)
         return torch.stack(ys, 1)
 
-    parallel = median_ms(_fwd_bwd(lambda: cell(x, state, resets)[0]), device, repeats)
-    stepwise = median_ms(_fwd_bwd(steps), device, max(3, repeats // 2), warmup=1)
-    return {"parallel": parallel, "stepwise": stepwise}
-
-
-def time_cudnn_lstm(batch: int, length: int, dim: int, device: torch.device, repeats: int) -> float:
-    lstm = torch.nn.LSTM(dim, dim, batch_first=True).to(device)
-    x = torch.randn(batch, length, dim, device=device, requires_grad=True)
-    return median_ms(_fwd_bwd(lambda: lstm(x)[0]), device, repeats)
+    return interleaved_median_ms(
+        {
+            "parallel": _fwd_bwd(lambda: cell(x, state, resets)[0]),
+            "stepwise": _fwd_bwd(steps),
+            "lstm": _fwd_bwd(lambda: lstm(x)[0]),
+        },
+        device,
+        rounds,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recurl.bench memory", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (half for the loop)")
+    parser.add_argument("--rounds", type=int, default=15, help="timed runs of each, taken in turns")
     parser.add_argument("--memories", nargs="+", default=[m for m in MEMORIES if m != "mlp"], choices=list(MEMORIES))
     parser.add_argument("--size", type=int, nargs=3, metavar=("B", "T", "D"), help="one size instead of the defaults")
     args = parser.parse_args(argv)
@@ -66,11 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| B | T | D | backbone | parallel ms | stepwise ms | stepwise / parallel | nn.LSTM (no resets) ms | nn.LSTM / parallel |")
     print("|---|---|---|---|---|---|---|---|---|")
     for batch, length, dim in sizes:
-        lstm = time_cudnn_lstm(batch, length, dim, device, args.repeats)
         for name in args.memories:
-            t = time_layer(name, batch, length, dim, device, args.repeats)
+            t = time_layer(name, batch, length, dim, device, args.rounds)
             print(
                 f"| {batch} | {length} | {dim} | {name} | {t['parallel']:.2f} | {t['stepwise']:.1f} | "
-                f"{t['stepwise'] / t['parallel']:.1f}x | {lstm:.2f} | {lstm / t['parallel']:.2f}x |",
+                f"{t['stepwise'] / t['parallel']:.1f}x | {t['lstm']:.2f} | {t['lstm'] / t['parallel']:.2f}x |",
                 flush=True,
             )

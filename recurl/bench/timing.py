@@ -1,4 +1,4 @@
-"""Wall-clock timing of a callable: warm-up runs first, then the median of timed runs (CUDA synchronised)."""
+"""Wall-clock timing of callables: warm-up runs first, then the median of timed runs (CUDA synchronised)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,41 @@ from collections.abc import Callable
 import torch
 
 
-def median_ms(fn: Callable[[], object], device: torch.device, repeats: int = 10, warmup: int = 3) -> float:
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
+
+def median_ms(fn: Callable[[], object], device: torch.device, repeats: int = 10, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
-    sync()
+    _sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        sync()
+        _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
+
+
+def interleaved_median_ms(
+    fns: dict[str, Callable[[], object]], device: torch.device, rounds: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median ms of each callable, timed in turns (each runs once per round), so that a machine whose speed drifts
+    (a shared VM) slows them alike and the ratios between them stay meaningful."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 
 def device_name(device: torch.device) -> str:
