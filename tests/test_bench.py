@@ -3,7 +3,6 @@
 import re
 
 import pytest
-import torch
 
 from recurl.bench import kernels, memory
 
@@ -18,12 +17,7 @@ def numbers(row):
     return [float(cell.strip().rstrip("x")) for cell in row.strip("|").split("|") if re.fullmatch(r"\s*[\d.]+x?\s*", cell)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_memory_bench_times_every_backbone(capsys):

@@ -33,13 +33,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are tiny: more intra-op threads only add contention (CI cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def counter_agent(memory="mingru", truncate=False, lengths=(3, 5, 4, 7), num_envs=3, **config):
