@@ -48,12 +48,12 @@ def holds_a_run(run_dir: Path) -> bool:
     return (run_dir / "metrics.csv").exists() or (run_dir / "checkpoints").exists()
 
 
-def output_subdir_for(resume: str | None, output_dir: str | None = None) -> str | None:
+def output_subdir_for(resume: str | None, output_dir: str) -> str | None:
     """Where Hydra records the job's config inside its folder ``output_dir``; None (no record) for a new run in a
     folder that already holds one."""
     if resume is not None:
         return f".hydra/resume-{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}"
-    return None if output_dir is not None and holds_a_run(Path(output_dir)) else ".hydra"
+    return None if holds_a_run(Path(output_dir)) else ".hydra"
 
 
 def resolve_resume(resume: str) -> tuple[Path, Path]:
