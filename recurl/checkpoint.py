@@ -1,7 +1,8 @@
 """Checkpoints: written atomically, read back without unpickling arbitrary objects.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts saved with ``torch.save`` and loaded with
-``torch.load(weights_only=True)``, which refuses any other object. It is written to a temporary file in the same
+``torch.load(weights_only=True)``, which refuses any other object (torch >= 2.6, as pyproject requires: earlier
+versions could be tricked past it, CVE-2025-32434). It is written to a temporary file in the same
 folder and renamed over the old one, so a crash mid-write leaves the previous checkpoint intact.
 """
 
