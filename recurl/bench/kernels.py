@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recurl.bench.timing import device_name, median_ms
+from recurl.bench.timing import device_name, forward_backward, median_ms
 from recurl.kernels import linear_scan
 from recurl.memory import MEMORIES
 
@@ -48,16 +48,9 @@ def log_space_mingru(k: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return (a_star + (log_z + log_tilde - a_star).logcumsumexp(dim=1)).exp()
 
 
-def _fwd_bwd(run):
-    def fn():
-        run().float().square().mean().backward()
-
-    return fn
-
-
 def measure(run, device: torch.device, repeats: int) -> tuple[float, float]:
     """(median ms of forward+backward, peak MiB allocated above what was allocated before)."""
-    fn = _fwd_bwd(run)
+    fn = forward_backward(run)
     if device.type != "cuda":
         return median_ms(fn, device, repeats), float("nan")
     fn()

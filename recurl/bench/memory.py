@@ -15,18 +15,10 @@ import datetime
 
 import torch
 
-from recurl.bench.timing import device_name, interleaved_median_ms
+from recurl.bench.timing import device_name, forward_backward, interleaved_median_ms
 from recurl.memory import MEMORIES
 
 RESET_PROBABILITY = 1 / 64
-
-
-def _fwd_bwd(run):
-    def fn():
-        y = run()
-        y.square().mean().backward()
-
-    return fn
 
 
 def time_layer(name: str, batch: int, length: int, dim: int, device: torch.device, rounds: int) -> dict[str, float]:
@@ -46,9 +38,9 @@ def time_layer(name: str, batch: int, length: int, dim: int, device: torch.devic
 
     return interleaved_median_ms(
         {
-            "parallel": _fwd_bwd(lambda: cell(x, state, resets)[0]),
-            "stepwise": _fwd_bwd(steps),
-            "lstm": _fwd_bwd(lambda: lstm(x)[0]),
+            "parallel": forward_backward(lambda: cell(x, state, resets)[0]),
+            "stepwise": forward_backward(steps),
+            "lstm": forward_backward(lambda: lstm(x)[0]),
         },
         device,
         rounds,

@@ -9,6 +9,15 @@ from collections.abc import Callable
 import torch
 
 
+def forward_backward(run: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    """A callable doing ``run()``'s forward and a backward through it (of a float32 scalar, for any output dtype)."""
+
+    def fn():
+        run().float().square().mean().backward()
+
+    return fn
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
