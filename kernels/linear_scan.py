@@ -10,14 +10,26 @@ from recurl.kernels.scan_torch import linear_scan_torch
 BACKENDS = ("auto", "reference", "torch", "triton")
 
 
-def _triton_scan():
-    """The Triton backend, imported on first use (Triton reads ``TRITON_INTERPRET`` when the kernels are defined, so
-    this lets a test set it first); None when triton is not installed."""
+def triton_available() -> bool:
+    """Whether the Triton kernels can be imported. They are imported on first use rather than with this package,
+    because Triton reads ``TRITON_INTERPRET`` when a kernel is defined: a test can set it first."""
     try:
-        from recurl.kernels.scan_triton import linear_scan_triton
+        import recurl.kernels.scan_triton  # noqa: F401
     except ImportError:
-        return None
-    return linear_scan_triton
+        return False
+    return True
+
+
+def resolve_backend(backend: str, x: torch.Tensor) -> str:
+    """The backend that runs for tensors like ``x``: ``"auto"`` is ``"triton"`` for CUDA tensors when Triton is
+    installed and ``"torch"`` otherwise; an explicit name is checked and kept."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "triton" if x.is_cuda and triton_available() else "torch"
+    if backend == "triton" and not triton_available():
+        raise ImportError("scan backend 'triton' needs the triton package (pip install 'recurl[triton]')")
+    return backend
 
 
 def linear_scan(
@@ -34,14 +46,11 @@ def linear_scan(
         raise ValueError(f"linear_scan: a and b must both be [B, T, D]; got {tuple(a.shape)} and {tuple(b.shape)}")
     if h0 is not None and h0.shape != (b.shape[0], b.shape[2]):
         raise ValueError(f"linear_scan: h0 must be [B, D] = {(b.shape[0], b.shape[2])}; got {tuple(h0.shape)}")
+    backend = resolve_backend(backend, a)
     if backend == "reference":
         return linear_scan_reference(a, b, h0)
-    if backend == "triton" or (backend == "auto" and a.is_cuda):
-        triton_scan = _triton_scan()
-        if triton_scan is not None:
-            return triton_scan(a, b, h0)
-        if backend == "triton":
-            raise ImportError("linear_scan: backend 'triton' needs the triton package (pip install 'recurl[triton]')")
-    if backend in ("torch", "auto"):
-        return linear_scan_torch(a, b, h0)
-    raise ValueError(f"linear_scan: unknown backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "triton":
+        from recurl.kernels.scan_triton import linear_scan_triton
+
+        return linear_scan_triton(a, b, h0)
+    return linear_scan_torch(a, b, h0)

@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 #: The dtype each input dtype is accumulated in.
-_ACCUMULATOR = {
+ACCUMULATOR = {
     torch.float16: tl.float32, torch.bfloat16: tl.float32, torch.float32: tl.float32, torch.float64: tl.float64,
 }
 
@@ -61,6 +61,18 @@ def _last_row(x, rows, CHUNK: tl.constexpr):
 
 
 @triton.jit
+def scan_tile(a, b, h, rows, CHUNK: tl.constexpr):
+    """Run ``h_t = a_t h_{t-1} + b_t`` over the rows of a ``[CHUNK, BLOCK_D]`` tile from the carried state ``h``.
+
+    Returns every row's state and the last one, the state to carry into the next tile. Padding rows should hold
+    ``a = 1, b = 0``, which carry the state unchanged.
+    """
+    a_run, b_run = tl.associative_scan((a, b), 0, _compose)  # each row as if the tile started from zero
+    out = tl.where(a_run == 0, b_run, a_run * h[None, :] + b_run)
+    return out, _last_row(out, rows, CHUNK)
+
+
+@triton.jit
 def _scan_fwd_kernel(
     a_ptr, b_ptr, h0_ptr, h_ptr, T, D,
     HAS_H0: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
@@ -80,10 +92,8 @@ def _scan_fwd_kernel(
         ok = (t[:, None] < T) & col_ok[None, :]
         a = tl.load(a_ptr + offs, mask=ok, other=1.0).to(ACC)  # padding a = 1, b = 0 carries the state unchanged
         b = tl.load(b_ptr + offs, mask=ok, other=0.0).to(ACC)
-        a_run, b_run = tl.associative_scan((a, b), 0, _compose)  # each row as if the tile started from zero
-        out = tl.where(a_run == 0, b_run, a_run * h[None, :] + b_run)
+        out, h = scan_tile(a, b, h, rows, CHUNK)
         tl.store(h_ptr + offs, out.to(h_ptr.dtype.element_ty), mask=ok)
-        h = _last_row(out, rows, CHUNK)
 
 
 @triton.jit
@@ -109,15 +119,13 @@ def _scan_bwd_kernel(
         # a_{t+1} = 1 past either end is harmless at t = T - 1 (g_T = 0) and carries g_0 through padding rows (t < 0).
         a_next = tl.load(a_ptr + offs + D, mask=ok & (t[:, None] < T - 1), other=1.0).to(ACC)
         dh = tl.load(dh_ptr + offs, mask=ok, other=0.0).to(ACC)
-        a_run, g_run = tl.associative_scan((a_next, dh), 0, _compose)
-        g_tile = tl.where(a_run == 0, g_run, a_run * g[None, :] + g_run)
+        g_tile, g = scan_tile(a_next, dh, g, rows, CHUNK)
         a = tl.load(a_ptr + offs, mask=ok, other=0.0).to(ACC)
         h_prev = tl.load(h_ptr + offs - D, mask=ok & (t[:, None] > 0), other=0.0).to(ACC)
         h_prev = tl.where(t[:, None] == 0, h0[None, :], h_prev)
         da = tl.where(a == 0, 0.0, g_tile * h_prev)  # a cut step does not depend on its gate
         tl.store(da_ptr + offs, da.to(da_ptr.dtype.element_ty), mask=ok)
         tl.store(db_ptr + offs, g_tile.to(db_ptr.dtype.element_ty), mask=ok)
-        g = _last_row(g_tile, rows, CHUNK)
     if HAS_H0:  # g is now g_0
         a0 = tl.load(a_ptr + seq + cols, mask=col_ok, other=0.0).to(ACC)
         tl.store(dh0_ptr + pid_b * D + cols, tl.where(a0 == 0, 0.0, g * a0).to(dh0_ptr.dtype.element_ty), mask=col_ok)
@@ -128,18 +136,34 @@ def _scan_bwd_kernel(
 INTERPRETED = type(_scan_fwd_kernel).__name__ == "InterpretedFunction"
 
 
-def _config(length: int, dim: int, block_d: int | None, chunk: int | None, num_warps: int | None):
+def tile_config(length: int, dim: int, block_d: int | None, chunk: int | None, num_warps: int | None):
     """Default tile: up to 32 channels x 32 time steps, with a warp per 128 elements (4 per thread, ~60 registers)."""
     block_d = block_d or min(triton.next_power_of_2(dim), 32)
     chunk = chunk or min(triton.next_power_of_2(max(length, 1)), 32)
     for name, value in (("block_d", block_d), ("chunk", chunk)):
         if value < 1 or value & (value - 1):
-            raise ValueError(f"linear_scan_triton: {name} must be a power of two; got {value}")
+            raise ValueError(f"triton scan: {name} must be a power of two; got {value}")
     num_warps = num_warps or min(max(block_d * chunk // 128, 1), 8)
     return block_d, chunk, num_warps
 
 
-def _device_guard(x: torch.Tensor):
+def check_inputs(caller: str, *tensors: torch.Tensor | None) -> None:
+    """Refuse what the kernels cannot run on: CPU tensors outside the interpreter, mixed devices, integer dtypes
+    (bool is allowed: episode-start flags)."""
+    tensors = [x for x in tensors if x is not None]
+    if not (tensors[0].is_cuda or INTERPRETED):
+        raise ValueError(
+            f"{caller}: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before the first use of the "
+            f"backend, to run the kernels slowly on CPU); got tensors on {tensors[0].device}"
+        )
+    if any(x.device != tensors[0].device for x in tensors):
+        raise ValueError(f"{caller}: all inputs must be on one device; got {sorted({str(x.device) for x in tensors})}")
+    for x in tensors:
+        if x.dtype != torch.bool and x.dtype not in ACCUMULATOR:
+            raise ValueError(f"{caller}: backend 'triton' supports float16, bfloat16, float32 and float64; got {x.dtype}")
+
+
+def device_guard(x: torch.Tensor):
     """Launch on the tensor's GPU (Triton launches on the current device)."""
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
@@ -149,9 +173,9 @@ class _LinearScanTriton(torch.autograd.Function):
     def forward(ctx, a, b, h0, block_d, chunk, num_warps):
         batch, length, dim = b.shape
         h = torch.empty_like(b)
-        acc = _ACCUMULATOR[b.dtype]
+        acc = ACCUMULATOR[b.dtype]
         if h.numel():
-            with _device_guard(b):
+            with device_guard(b):
                 _scan_fwd_kernel[(batch, triton.cdiv(dim, block_d))](
                     a, b, h0 if h0 is not None else b, h, length, dim,
                     HAS_H0=h0 is not None, ACC=acc, BLOCK_D=block_d, CHUNK=chunk, num_warps=num_warps,
@@ -170,7 +194,7 @@ class _LinearScanTriton(torch.autograd.Function):
         grad_a, grad_b = torch.empty_like(a), torch.empty_like(h)
         grad_h0 = None if h0 is None else torch.zeros_like(h0)
         if h.numel():
-            with _device_guard(h):
+            with device_guard(h):
                 _scan_bwd_kernel[(batch, triton.cdiv(dim, block_d))](
                     a, h, h0 if h0 is not None else h, grad_h, grad_a, grad_b, grad_h0 if h0 is not None else h,
                     length, dim, HAS_H0=h0 is not None, ACC=acc, BLOCK_D=block_d, CHUNK=chunk, num_warps=num_warps,
@@ -190,20 +214,12 @@ def linear_scan_triton(
     """Differentiable scan of ``[B, T, D]`` tensors with Triton; the output has the dtype of ``a`` and ``b``.
 
     float16 and bfloat16 are stored as such and accumulated in float32. ``block_d`` (channels per program), ``chunk``
-    (time steps per tile; 1 = strictly sequential) and ``num_warps`` are tuning knobs (powers of two); see ``_config``
+    (time steps per tile; 1 = strictly sequential) and ``num_warps`` are tuning knobs (powers of two); see ``tile_config``
     for the defaults.
     """
-    if not (a.is_cuda or INTERPRETED):
-        raise ValueError(
-            "linear_scan: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before the first use of the "
-            f"backend, to run the kernels slowly on CPU); got tensors on {a.device}"
-        )
-    if a.device != b.device or (h0 is not None and h0.device != b.device):
-        raise ValueError("linear_scan: a, b and h0 must be on the same device")
+    check_inputs("linear_scan", a, b, h0)
     dtype = torch.promote_types(a.dtype, b.dtype)
-    if dtype not in _ACCUMULATOR:
-        raise ValueError(f"linear_scan: backend 'triton' supports float16, bfloat16, float32 and float64; got {dtype}")
-    block_d, chunk, num_warps = _config(b.shape[1], b.shape[2], block_d, chunk, num_warps)
+    block_d, chunk, num_warps = tile_config(b.shape[1], b.shape[2], block_d, chunk, num_warps)
     a, b = a.to(dtype).contiguous(), b.to(dtype).contiguous()
     if h0 is not None:  # kept at least float32: it is tiny, and its precision is worth keeping
         h0 = h0.to(torch.promote_types(dtype, torch.float32)).contiguous()

@@ -1,8 +1,9 @@
 """Shared body of the cells whose gates ignore the past state: h_t = a_t * h_{t-1} + b_t with (a_t, b_t) from x_t.
 
-A subclass only says how ``x_t`` becomes ``(a_t, b_t)``. The parallel form folds an episode start at t into a_t = 0
-(the initial state is zeros, so nothing else changes) and calls ``linear_scan``; the stepwise form is the recurrence
-itself.
+A subclass says how the projection ``z_t = W x_t + c`` becomes ``(a_t, b_t)`` (``gates``), and may name a Triton
+kernel that does the same and the scan in one pass (``fused_scan``), used where the scan backend resolves to
+``"triton"``. The parallel form folds an episode start at t into a_t = 0 (the initial state is zeros, so nothing else
+changes) and scans; the stepwise form is the recurrence itself.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recurl.kernels import linear_scan
+from recurl.kernels import linear_scan, resolve_backend
 from recurl.memory.cell import State, reset_state
 
 
@@ -21,20 +22,29 @@ class LinearRecurrentCell(nn.Module):
         self.scan_backend = scan_backend
         self.proj = nn.Linear(size, projections * size)
 
-    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` [..., size] -> ``(a, b)``, each [..., size]."""
+    def gates(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projection ``z`` [..., projections * size] -> ``(a, b)``, each [..., size]."""
+        raise NotImplementedError
+
+    def fused_scan(self, z: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        """``gates`` then the scan with resets, as one Triton kernel: ``z`` [B, T, projections * size] -> h."""
         raise NotImplementedError
 
     def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         return (torch.zeros(batch_size, self.size, device=device, dtype=dtype),)
 
     def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
-        a, b = self.gates(x)
-        h = linear_scan(torch.where(resets[..., None], 0.0, a), b, state[0], backend=self.scan_backend)
+        z = self.proj(x)
+        backend = resolve_backend(self.scan_backend, z)
+        if backend == "triton":
+            h = self.fused_scan(z, resets, state[0])
+        else:
+            a, b = self.gates(z)
+            h = linear_scan(torch.where(resets[..., None], 0.0, a), b, state[0], backend=backend)
         return h, (h[:, -1],)
 
     def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:
         (h,) = reset_state(state, self.initial_state(x.shape[0], x.device, x.dtype), reset)
-        a, b = self.gates(x)
+        a, b = self.gates(self.proj(x))
         h = torch.addcmul(b, a, h)
         return h, (h,)

@@ -21,7 +21,12 @@ class MinGRU(LinearRecurrentCell):
     def __init__(self, size: int, scan_backend: str = "auto"):
         super().__init__(size, projections=2, scan_backend=scan_backend)
 
-    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        update, candidate = self.proj(x).chunk(2, dim=-1)
+    def gates(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        update, candidate = z.chunk(2, dim=-1)
         decay = torch.sigmoid(-update)
         return decay, (1 - decay) * positive_activation(candidate)
+
+    def fused_scan(self, z: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        from recurl.kernels.mingru_triton import mingru_scan_triton  # on first use: triton is optional
+
+        return mingru_scan_triton(z, resets, h0)

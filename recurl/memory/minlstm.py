@@ -19,8 +19,13 @@ class MinLSTM(LinearRecurrentCell):
     def __init__(self, size: int, scan_backend: str = "auto"):
         super().__init__(size, projections=3, scan_backend=scan_backend)
 
-    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        forget, keep, candidate = self.proj(x).chunk(3, dim=-1)
+    def gates(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        forget, keep, candidate = z.chunk(3, dim=-1)
         f, i = torch.sigmoid(forget), torch.sigmoid(keep)
         total = f + i
         return f / total, i / total * positive_activation(candidate)
+
+    def fused_scan(self, z: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        from recurl.kernels.minlstm_triton import minlstm_scan_triton  # on first use: triton is optional
+
+        return minlstm_scan_triton(z, resets, h0)
