@@ -63,7 +63,10 @@ def _backward(z_ptr, reset_ptr, h0_ptr, h_ptr, dh_ptr, dz_ptr, dh0_ptr, T, D,
     )
 
 
+KERNELS = (_forward, _backward)
+
+
 def minlstm_scan_triton(z, resets, h0=None, **config):
     """minLSTM's parallel form from its projection ``z`` [B, T, 3D] (forget, input, candidate), ``resets`` [B, T] and
     ``h0`` [B, D]; differentiable in ``z`` and ``h0``. ``config``: ``gated_scan``'s tuning knobs."""
-    return gated_scan("minlstm_scan_triton", (_forward, _backward), 3, z, resets, h0, **config)
+    return gated_scan("minlstm_scan_triton", KERNELS, 3, z, resets, h0, **config)

@@ -45,8 +45,9 @@ ACCUMULATOR = {
 
 @triton.jit
 def _compose(a_first, b_first, a_then, b_then):
-    """The step ``h -> then(first(h))``; a gate ``a_then == 0`` discards ``first`` entirely, even an inf ``b_first``."""
-    return a_first * a_then, tl.where(a_then == 0, b_then, a_then * b_first + b_then)
+    """The step ``h -> then(first(h))``; a gate ``a_then == 0`` discards ``first`` entirely, even an inf or NaN in it
+    (so the combined gate of a span that ends after a cut is 0, never ``nan * 0``)."""
+    return tl.where(a_then == 0, 0.0, a_first * a_then), tl.where(a_then == 0, b_then, a_then * b_first + b_then)
 
 
 @triton.jit
@@ -130,6 +131,8 @@ def _scan_bwd_kernel(
         a0 = tl.load(a_ptr + seq + cols, mask=col_ok, other=0.0).to(ACC)
         tl.store(dh0_ptr + pid_b * D + cols, tl.where(a0 == 0, 0.0, g * a0).to(dh0_ptr.dtype.element_ty), mask=col_ok)
 
+
+KERNELS = (_scan_fwd_kernel, _scan_bwd_kernel)
 
 #: Whether the kernels were defined under ``TRITON_INTERPRET=1`` (Triton reads it when ``@triton.jit`` runs, that is
 #: when this module is first imported); only then can they run on CPU tensors.

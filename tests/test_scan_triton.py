@@ -173,3 +173,17 @@ def test_empty_sequence():
     assert h.shape == (2, 0, 3)
     (grad_h0,) = torch.autograd.grad(h.sum() + h0.sum(), [h0])
     torch.testing.assert_close(grad_h0, torch.ones_like(h0))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("chunk", [1, 4, 32])
+def test_nan_gate_before_a_cut_stays_behind_it(chunk):
+    """Inside a tile the gates of a span are multiplied: nan * 0 must still read as a cut."""
+    a, b, h0, weight = _inputs(1, 20, 3)
+    a[a == 0] = 0.5
+    a[0, 7], a[0, 12] = float("nan"), 0
+    h, grad_a, grad_b, _ = _triton(a, b, h0, weight, chunk=chunk)
+    assert torch.isnan(h[0, 7]).all()
+    clean = _triton(a[:, 12:], b[:, 12:], None, weight[:, 12:], chunk=chunk)
+    for got, want in zip((h, grad_a, grad_b), clean[:3]):
+        torch.testing.assert_close(got[:, 12:].cpu(), want.cpu())
