@@ -1,0 +1,86 @@
+"""Compile every Triton kernel for a GPU ahead of time, on a machine without one.
+
+``python -m recurl.kernels.compile_check [--arch 90]`` builds each kernel (forward and backward, float32 and bfloat16
+inputs, the default tile) down to a cubin for that compute capability and prints its registers and spill stack.
+The interpreter that runs the kernel tests on CPU executes them as numpy code; it does not type-check them the way
+the compiler does, nor say whether they fit in registers. Exit status 1 if a kernel spills. Must run without
+``TRITON_INTERPRET`` (the kernels are then plain functions, not compilable ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+POINTER_TYPES = {"float32": "*fp32", "bfloat16": "*bf16"}
+
+
+def kernel_modules():
+    """(name, the module's (forward, backward) kernels, extra constexprs) for each kernel family."""
+    from recurl.kernels import mingru_triton, minlstm_triton, scan_triton
+
+    return [
+        ("linear_scan", scan_triton.KERNELS, {}),
+        ("mingru", mingru_triton.KERNELS, {}),
+        ("minlstm", minlstm_triton.KERNELS, {}),
+    ]
+
+
+def compile_kernel(kernel, pointer_type: str, constexprs: dict, arch: int):
+    """Compile with every ``*_ptr`` argument a pointer to ``pointer_type`` (``reset_ptr``: uint8 flags), every other
+    runtime argument an int32, and the constexprs given (HAS_H0 true, the rest from ``constexprs``)."""
+    signature = {}
+    for param in kernel.params:
+        if param.is_constexpr:
+            signature[param.name] = "constexpr"
+        elif param.name.endswith("_ptr"):
+            signature[param.name] = "*u8" if param.name.startswith("reset") else pointer_type
+        else:
+            signature[param.name] = "i32"
+    values = {"HAS_H0": True, "ACC": tl.float32, "BLOCK_D": 32, "CHUNK": 32, **constexprs}
+    source = ASTSource(
+        fn=kernel, signature=signature,
+        constexprs={(i,): values[name] for i, name in enumerate(signature) if signature[name] == "constexpr"},
+    )
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32))
+
+
+def resource_usage(cubin: bytes) -> tuple[int, int]:
+    """(registers per thread, spill stack bytes) read from the cubin with the cuobjdump Triton ships."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        report = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"REG:(\d+)", report).group(1)), int(re.search(r"STACK:(\d+)", report).group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recurl.kernels.compile_check", description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200)")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        parser.error("unset TRITON_INTERPRET: interpreted kernels cannot be compiled")
+    spilled = False
+    print(f"| kernel | inputs | registers | spill bytes |  (sm_{args.arch}, triton {triton.__version__})")
+    for family, kernels, constexprs in kernel_modules():
+        for kernel in kernels:
+            for dtype, pointer_type in POINTER_TYPES.items():
+                compiled = compile_kernel(kernel, pointer_type, constexprs, args.arch)
+                registers, spill = resource_usage(compiled.asm["cubin"])
+                spilled |= spill > 0
+                print(f"| {family} {kernel.fn.__name__} | {dtype} | {registers} | {spill} |", flush=True)
+    return int(spilled)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
