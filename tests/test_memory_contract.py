@@ -4,12 +4,25 @@ Outputs, final state and gradients (inputs, parameters, initial state) must agre
 dependence on the past; rows must not interact; the future must not reach the past.
 """
 
+import importlib.util
+import inspect
+
 import pytest
 import torch
 
 from recurl.memory import MEMORIES, make_memory
 
 BACKBONES = list(MEMORIES)
+#: (backbone, options): every backbone as built by default, and every scanned one again on its Triton kernels
+#: (run by Triton's interpreter on CPU; conftest sets TRITON_INTERPRET).
+WITH_TRITON = [(name, {}) for name in BACKBONES] + [
+    pytest.param(
+        name, {"scan_backend": "triton"}, id=f"{name}-triton",
+        marks=pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
+    )
+    for name, cell in MEMORIES.items()
+    if "scan_backend" in inspect.signature(cell).parameters
+]
 INPUT, HIDDEN = 5, 8
 TOLERANCE = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-5)}
 
@@ -76,9 +89,9 @@ def assert_forward_equals_steps(mem, x, state0, resets, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("name", BACKBONES)
-def test_forward_equals_step_loop_with_random_resets(name, num_layers, dtype):
-    mem = build(name, dtype, num_layers)
+@pytest.mark.parametrize("name, options", WITH_TRITON)
+def test_forward_equals_step_loop_with_random_resets(name, options, num_layers, dtype):
+    mem = build(name, dtype, num_layers, **options)
     x = torch.randn(4, 37, INPUT, dtype=dtype, requires_grad=True)
     assert_forward_equals_steps(mem, x, mem.initial_state(4), random_resets(4, 37), dtype)
 
@@ -121,10 +134,11 @@ def test_nothing_crosses_a_reset(name):
         assert torch.equal(a, b)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the Triton interpreter's numpy, on inf and nan
 @pytest.mark.parametrize("bad", [float("inf"), float("nan"), 1e30])
-@pytest.mark.parametrize("name", BACKBONES)
-def test_inf_or_huge_values_before_a_reset_never_reach_after_it(name, bad):
-    mem = build(name, torch.float32)
+@pytest.mark.parametrize("name, options", WITH_TRITON)
+def test_inf_or_huge_values_before_a_reset_never_reach_after_it(name, options, bad):
+    mem = build(name, torch.float32, **options)
     x = torch.randn(2, 40, INPUT)
     resets = torch.zeros(2, 40, dtype=torch.bool)
     resets[:, 25] = True
