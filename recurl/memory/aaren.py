@@ -9,10 +9,12 @@ is a recurrence over the triple (m, u, w) = (running max of s, sum exp(s - m), s
     m_t = max(m_{t-1}, s_t),  c_t = exp(m_{t-1} - m_t)
     u_t = c_t u_{t-1} + exp(s_t - m_t),   w_t = c_t w_{t-1} + exp(s_t - m_t) v_t,   o_t = w_t / u_t
 
-Constant state per step when acting. In parallel, m is a segmented running max and (u, w) one ``linear_scan`` with
-gate c_t, which an episode start sets to 0; the sums start from (m, u, w) = (-inf, 0, 0). Sums over i <= t only, so no
-O(T^2) attention matrix. m only stabilises the exponentials (o does not depend on it), so it is computed without
-gradient in both forms.
+Constant state per step when acting. In parallel the same sums are one ``attention_scan`` (``recurl.kernels``): a
+prefix scan with an episode start as a cut, the sums starting again from (m, u, w) = (-inf, 0, 0), in torch ops or
+one fused Triton kernel each way. Sums over i <= t only, so no O(T^2) attention matrix. m only stabilises the
+exponentials (o does not depend on it), so it is computed without gradient in both forms. The scan returns o and u;
+the final state's w is o u, well conditioned: u >= 1 once anything is summed (the term at the running max is
+at least 1).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from recurl.kernels import linear_scan, segmented_cummax
+from recurl.kernels import attention_scan
 from recurl.memory.cell import State, reset_state
 
 
@@ -50,20 +52,9 @@ class Aaren(nn.Module):
         return (key * self.query).sum(-1) / math.sqrt(self.head_size), value
 
     def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
-        m0, u0, w0 = state
         score, value = self._scores_values(x)  # [B, T, H], [B, T, H, d]
-        with torch.no_grad():
-            m = segmented_cummax(score, resets, m0)
-            decay = torch.exp(torch.cat([m0[:, None], m[:, :-1]], dim=1) - m)
-            decay = torch.where(resets[..., None], 0.0, decay)
-        weight = torch.exp(score - m)[..., None]
-        a = decay[..., None].expand(*value.shape[:-1], 1 + self.head_size)
-        b = torch.cat([weight, weight * value], dim=-1)
-        h0 = torch.cat([u0[..., None], w0], dim=-1)
-        uw = linear_scan(a.flatten(2), b.flatten(2), h0.flatten(1), backend=self.scan_backend).view_as(b)
-        u, w = uw[..., 0], uw[..., 1:]
-        y = self.out((w / u[..., None]).flatten(2))
-        return y, (m[:, -1], u[:, -1], w[:, -1])
+        o, m, u = attention_scan(score, value, resets, state, backend=self.scan_backend)
+        return self.out(o.flatten(2)), (m[:, -1], u[:, -1], o[:, -1] * u[:, -1, :, None])
 
     def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:
         m, u, w = reset_state(state, self.initial_state(x.shape[0], x.device, x.dtype), reset)
