@@ -24,26 +24,36 @@ from triton.compiler import ASTSource
 POINTER_TYPES = {"float32": "*fp32", "bfloat16": "*bf16"}
 
 
+#: Pointers that stay float32 when the inputs are half: the carried states (see each kernel's wrapper).
+FLOAT32_STATES = {"h0_ptr", "dh0_ptr", "m0_ptr", "u0_ptr", "w0_ptr", "du0_ptr", "dw0_ptr", "m_ptr", "u_ptr"}
+
+
 def kernel_modules():
-    """(name, the module's (forward, backward) kernels, extra constexprs) for each kernel family."""
-    from recurl.kernels import mingru_triton, minlstm_triton, scan_triton
+    """(name, the module's (forward, backward) kernels, constexprs other than the defaults) per kernel family."""
+    from recurl.kernels import attention_scan_triton, mingru_triton, minlstm_triton, scan_triton
 
     return [
         ("linear_scan", scan_triton.KERNELS, {}),
         ("mingru", mingru_triton.KERNELS, {}),
         ("minlstm", minlstm_triton.KERNELS, {}),
+        ("attention_scan", attention_scan_triton.KERNELS, {"BLOCK_D": 64, "CHUNK": 16}),  # heads of 64 channels
     ]
 
 
 def compile_kernel(kernel, pointer_type: str, constexprs: dict, arch: int):
-    """Compile with every ``*_ptr`` argument a pointer to ``pointer_type`` (``reset_ptr``: uint8 flags), every other
-    runtime argument an int32, and the constexprs given (HAS_H0 true, the rest from ``constexprs``)."""
+    """Compile with every ``*_ptr`` argument a pointer to ``pointer_type`` (``reset_ptr``: uint8 flags; the states in
+    ``FLOAT32_STATES``: float32), every other runtime argument an int32, and the default tile (32 x 32, HAS_H0 true)
+    updated with ``constexprs``."""
     signature = {}
     for param in kernel.params:
         if param.is_constexpr:
             signature[param.name] = "constexpr"
+        elif param.name == "reset_ptr":
+            signature[param.name] = "*u8"
+        elif param.name in FLOAT32_STATES:
+            signature[param.name] = "*fp32"
         elif param.name.endswith("_ptr"):
-            signature[param.name] = "*u8" if param.name.startswith("reset") else pointer_type
+            signature[param.name] = pointer_type
         else:
             signature[param.name] = "i32"
     values = {"HAS_H0": True, "ACC": tl.float32, "BLOCK_D": 32, "CHUNK": 32, **constexprs}

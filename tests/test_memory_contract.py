@@ -13,18 +13,23 @@ import torch
 from recurl.memory import MEMORIES, make_memory
 
 BACKBONES = list(MEMORIES)
-#: (backbone, options): every backbone as built by default, and every scanned one again on its Triton kernels
-#: (run by Triton's interpreter on CPU; conftest sets TRITON_INTERPRET).
-WITH_TRITON = [(name, {}) for name in BACKBONES] + [
-    pytest.param(
-        name, {"scan_backend": "triton"}, id=f"{name}-triton",
-        marks=pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
-    )
-    for name, cell in MEMORIES.items()
-    if "scan_backend" in inspect.signature(cell).parameters
-]
 INPUT, HIDDEN = 5, 8
 TOLERANCE = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-5)}
+
+
+def _with_triton(*extra):
+    """Every backbone as built by default, then every scanned one on its Triton kernels (one layer: a second adds
+    nothing the kernels have not seen), each followed by ``extra``. Triton runs in its interpreter on CPU (conftest
+    sets TRITON_INTERPRET)."""
+    return [pytest.param(name, {}, *extra, id=name) for name in BACKBONES] + [
+        pytest.param(
+            name, {"scan_backend": "triton"}, *extra, id=f"{name}-triton",
+            marks=pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
+        )
+        for name, cell in MEMORIES.items()
+        if "scan_backend" in inspect.signature(cell).parameters
+    ]
+
 
 RESET_PATTERNS = {
     "none": [],
@@ -88,8 +93,9 @@ def assert_forward_equals_steps(mem, x, state0, resets, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-@pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("name, options", WITH_TRITON)
+@pytest.mark.parametrize(
+    "name, options, num_layers", _with_triton(1) + [pytest.param(name, {}, 2, id=f"{name}-2layers") for name in BACKBONES]
+)
 def test_forward_equals_step_loop_with_random_resets(name, options, num_layers, dtype):
     mem = build(name, dtype, num_layers, **options)
     x = torch.randn(4, 37, INPUT, dtype=dtype, requires_grad=True)
@@ -136,7 +142,7 @@ def test_nothing_crosses_a_reset(name):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the Triton interpreter's numpy, on inf and nan
 @pytest.mark.parametrize("bad", [float("inf"), float("nan"), 1e30])
-@pytest.mark.parametrize("name, options", WITH_TRITON)
+@pytest.mark.parametrize("name, options", _with_triton())
 def test_inf_or_huge_values_before_a_reset_never_reach_after_it(name, options, bad):
     mem = build(name, torch.float32, **options)
     x = torch.randn(2, 40, INPUT)
