@@ -38,3 +38,15 @@ def test_kernels_bench_has_every_row_for_every_dtype(capsys):
     for row in rows:
         assert float(row.split("|")[4]) > 0
     assert "%" in rows[0]  # the scan row reports its bandwidth
+
+
+def test_kernels_bench_triton_rows_run_under_the_interpreter(capsys):
+    """The GPU table's Triton rows, checked on CPU (conftest sets TRITON_INTERPRET) so a GPU session cannot lose its
+    time to a broken script."""
+    pytest.importorskip("triton")
+    kernels.main(["--device", "cpu", "--batch", "2", "--dim", "8", "--lengths", "5", "--repeats", "1",
+                  "--dtypes", "fp32", "--backends", "triton", "torch", "--skip-loop"])
+    rows = table_rows(capsys.readouterr().out)
+    names = [row.split("|")[3].strip() for row in rows]
+    assert names[:8] == [f"{row} {backend}" for row in ("scan", "mingru", "minlstm", "aaren")
+                         for backend in ("triton", "torch")]

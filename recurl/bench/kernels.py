@@ -5,7 +5,8 @@ Rows, each at B x T x D with episode starts at random (p = 1/64 per step) where 
 - ``scan <backend>``: ``linear_scan`` alone, with its achieved bandwidth (forward reads a, b and writes h; backward
   reads a, h, dh and writes da, db: 8 tensors, 32 bytes per fp32 element) as a fraction of the device's copy
   bandwidth.
-- ``<backbone> <backend>``: one ``mingru``/``minlstm``/``aaren`` layer (as inside ``Memory``), scan on that backend.
+- ``<backbone> <backend>``: one ``mingru``/``minlstm``/``aaren`` layer (as inside ``Memory``), scan on that backend;
+  on ``triton`` each layer runs its fused kernels (gates, resets and scan in one pass each way).
 - ``nn.LSTM``, ``nn.GRU``: cuDNN (oneDNN on CPU) of the same width, *without* resets: they cannot reset mid-sequence.
 - ``GRUCell loop``: ``nn.GRUCell`` stepped over time with resets, the way recurrent RL code without scans trains.
 - ``minGRU log-space compiled`` (``--compile``): the minGRU paper's log-space formulation (cumsum + logcumsumexp,
@@ -107,9 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="add the torch.compile'd log-space minGRU row")
     parser.add_argument("--skip-loop", action="store_true", help="leave out the (slow) GRUCell loop")
+    parser.add_argument(
+        "--backends", nargs="+", choices=["triton", "torch"],
+        help="scan backends to time (default: triton and torch on CUDA, torch on CPU; triton on CPU needs "
+             "TRITON_INTERPRET=1, which only checks this script)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    backends = ["triton", "torch"] if device.type == "cuda" else ["torch"]
+    backends = args.backends or (["triton", "torch"] if device.type == "cuda" else ["torch"])
     bandwidth = copy_bandwidth(device, args.repeats)
     print(f"# kernels, forward+backward, {device_name(device)}, torch {torch.__version__}, "
           f"{datetime.date.today()}; copy bandwidth {bandwidth / 1e9:.0f} GB/s")
