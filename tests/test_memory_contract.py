@@ -42,7 +42,9 @@ RESET_PATTERNS = {
 
 
 def build(name, dtype=torch.float64, num_layers=1, **options):
-    return make_memory(name, INPUT, HIDDEN, num_layers=num_layers, **options).to(dtype)
+    """The backbone on CPU, or on the GPU when it runs Triton kernels and there is one."""
+    device = "cuda" if options.get("scan_backend") == "triton" and torch.cuda.is_available() else "cpu"
+    return make_memory(name, INPUT, HIDDEN, num_layers=num_layers, **options).to(device, dtype)
 
 
 def random_resets(batch, length, p=0.15):
@@ -94,12 +96,14 @@ def assert_forward_equals_steps(mem, x, state0, resets, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize(
-    "name, options, num_layers", _with_triton(1) + [pytest.param(name, {}, 2, id=f"{name}-2layers") for name in BACKBONES]
+    "name, options, num_layers",
+    _with_triton(1) + [pytest.param(name, {}, 2, id=f"{name}-2layers") for name in BACKBONES],
 )
 def test_forward_equals_step_loop_with_random_resets(name, options, num_layers, dtype):
     mem = build(name, dtype, num_layers, **options)
-    x = torch.randn(4, 37, INPUT, dtype=dtype, requires_grad=True)
-    assert_forward_equals_steps(mem, x, mem.initial_state(4), random_resets(4, 37), dtype)
+    device = mem.input_proj.weight.device
+    x = torch.randn(4, 37, INPUT, dtype=dtype, device=device, requires_grad=True)
+    assert_forward_equals_steps(mem, x, mem.initial_state(4), random_resets(4, 37).to(device), dtype)
 
 
 @pytest.mark.parametrize("pattern", RESET_PATTERNS)
@@ -145,8 +149,9 @@ def test_nothing_crosses_a_reset(name):
 @pytest.mark.parametrize("name, options", _with_triton())
 def test_inf_or_huge_values_before_a_reset_never_reach_after_it(name, options, bad):
     mem = build(name, torch.float32, **options)
-    x = torch.randn(2, 40, INPUT)
-    resets = torch.zeros(2, 40, dtype=torch.bool)
+    device = mem.input_proj.weight.device
+    x = torch.randn(2, 40, INPUT, device=device)
+    resets = torch.zeros(2, 40, dtype=torch.bool, device=device)
     resets[:, 25] = True
     clean, _ = mem(x, mem.initial_state(2), resets)
     x[:, 10] = bad
