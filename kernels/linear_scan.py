@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from recurl.kernels.scan_reference import linear_scan_reference
@@ -20,15 +22,26 @@ def triton_available() -> bool:
     return True
 
 
+def check_backend(backend: str, device: torch.device | None = None) -> str:
+    """``backend``, if it is a known name and can run (on ``device``, when given); else a ValueError saying why."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "triton":
+        if not triton_available():
+            raise ValueError("scan backend 'triton' needs the triton package (pip install 'recurl[triton]')")
+        if device is not None and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                f"scan backend 'triton' runs on CUDA devices, not {device.type} (on CPU only under TRITON_INTERPRET=1, "
+                "slowly, for tests); use a CUDA device or scan backend 'auto'"
+            )
+    return backend
+
+
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
     """The backend that runs for tensors like ``x``: ``"auto"`` is ``"triton"`` for CUDA tensors when Triton is
     installed and ``"torch"`` otherwise; an explicit name is checked and kept."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "auto":
+    if check_backend(backend) == "auto":
         return "triton" if x.is_cuda and triton_available() else "torch"
-    if backend == "triton" and not triton_available():
-        raise ImportError("scan backend 'triton' needs the triton package (pip install 'recurl[triton]')")
     return backend
 
 

@@ -32,6 +32,7 @@ from recurl.agents.errors import NonFiniteError
 from recurl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recurl.envs import EnvStepError, make_vector_env
 from recurl.envs.snapshot import restore, snapshot
+from recurl.kernels import check_backend
 from recurl.memory import make_memory
 from recurl.resume import (
     holds_a_run, output_subdir_for, resolve_resume, resumed_config, run_dir_for, truncate_metrics,
@@ -88,6 +89,7 @@ def setup(cfg: DictConfig):
         vectorization=env_cfg.vectorization, max_episode_steps=env_cfg.max_episode_steps,
     )
     memory_cfg = OmegaConf.to_container(cfg.memory)
+    check_backend(memory_cfg.get("scan_backend", "auto"), device)
     memory = make_memory(
         memory_cfg.pop("name"), envs.single_observation_space.shape[0], memory_cfg.pop("hidden_size"),
         memory_cfg.pop("num_layers"), **memory_cfg,

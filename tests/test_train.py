@@ -81,6 +81,7 @@ def test_cli_writes_the_resolved_config(tmp_path):
         ("env.num_envs=-2", "env.num_envs must be a positive integer"),
         ("device=cuda:7", "no CUDA GPU is visible"),
         ("+memory.dropout=0.1", "unknown option(s) dropout"),
+        ("memory.scan_backend=cuda", "unknown scan backend 'cuda'; choose one of auto, reference, torch, triton"),
         ("+agent.momentum=0.9", "agent ppo: unknown option(s) momentum"),
         ("agent.gamma=2", "agent.gamma must be in [0, 1]"),
         ("env=gym env.id=recurl-test/TupleActions-v0", "action space Tuple(Discrete(2), Discrete(3)) is not supported"),
@@ -90,6 +91,14 @@ def test_config_mistakes_are_refused_with_a_reason(override, message):
     with pytest.raises(ValueError) as error:
         setup(config(*override.split()))
     assert message in str(error.value)
+
+
+def test_triton_scans_on_cpu_are_refused_before_training(monkeypatch):
+    """Outside the interpreter (which the tests otherwise run under), Triton kernels need a CUDA device."""
+    pytest.importorskip("triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="scan backend 'triton' runs on CUDA devices, not cpu"):
+        setup(config("memory=minlstm", "memory.scan_backend=triton", "device=cpu"))
 
 
 def test_cli_prints_one_line_for_a_config_mistake(tmp_path):

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from recurl.kernels import attention_scan
+from recurl.kernels import attention_scan, check_backend
 from recurl.memory.cell import State, reset_state
 
 
@@ -34,7 +34,7 @@ class Aaren(nn.Module):
         if num_heads < 1 or size % num_heads:
             raise ValueError(f"aaren: hidden_size {size} must be a positive multiple of num_heads {num_heads}")
         self.size, self.num_heads, self.head_size = size, num_heads, size // num_heads
-        self.scan_backend = scan_backend
+        self.scan_backend = check_backend(scan_backend)
         self.query = nn.Parameter(torch.randn(num_heads, self.head_size) / math.sqrt(self.head_size))
         self.key_value = nn.Linear(size, 2 * size)
         self.out = nn.Linear(size, size)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recurl.kernels import linear_scan, resolve_backend
+from recurl.kernels import check_backend, linear_scan, resolve_backend
 from recurl.memory.cell import State, reset_state
 
 
@@ -19,7 +19,7 @@ class LinearRecurrentCell(nn.Module):
     def __init__(self, size: int, projections: int, scan_backend: str = "auto"):
         super().__init__()
         self.size = size
-        self.scan_backend = scan_backend
+        self.scan_backend = check_backend(scan_backend)
         self.proj = nn.Linear(size, projections * size)
 
     def gates(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
