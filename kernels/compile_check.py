@@ -21,6 +21,8 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from recurl.kernels.scan_triton import tile_config
+
 POINTER_TYPES = {"float32": "*fp32", "bfloat16": "*bf16"}
 
 
@@ -42,8 +44,8 @@ def kernel_modules():
 
 def compile_kernel(kernel, pointer_type: str, constexprs: dict, arch: int):
     """Compile with every ``*_ptr`` argument a pointer to ``pointer_type`` (``reset_ptr``: uint8 flags; the states in
-    ``FLOAT32_STATES``: float32), every other runtime argument an int32, and the default tile (32 x 32, HAS_H0 true)
-    updated with ``constexprs``."""
+    ``FLOAT32_STATES``: float32), every other runtime argument an int32, the default tile (32 x 32, HAS_H0 true)
+    updated with ``constexprs``, and as many warps as the launch would use for that tile."""
     signature = {}
     for param in kernel.params:
         if param.is_constexpr:
@@ -61,7 +63,8 @@ def compile_kernel(kernel, pointer_type: str, constexprs: dict, arch: int):
         fn=kernel, signature=signature,
         constexprs={(i,): values[name] for i, name in enumerate(signature) if signature[name] == "constexpr"},
     )
-    return triton.compile(source, target=GPUTarget("cuda", arch, 32))
+    *_, num_warps = tile_config(values["CHUNK"], values["BLOCK_D"], values["BLOCK_D"], values["CHUNK"], None)
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 
 def resource_usage(cubin: bytes) -> tuple[int, int]:
