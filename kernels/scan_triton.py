@@ -10,7 +10,8 @@ tile of ``CHUNK`` steps x ``BLOCK_D`` channels at once, scans the tile in regist
 (combining steps ``(a, b)`` into ``(a1 * a2, a2 * b1 + b2)``), folds in the state carried from the previous tile, stores
 the tile, and carries its last row on. ``CHUNK = 1`` is the plain sequential walk (flash-linear-attention's
 "fused recurrent" scheme); larger chunks put ``CHUNK`` times more bytes in flight per program, which is what matters
-when ``B * D`` is too small to fill the GPU, as it is in RL.
+when ``B * D`` is too small to fill the GPU, as it is in RL. That tile step is ``scan_tile``; the fused kernels of
+the layers (``gated_scan_triton``, ``attention_scan_triton``) are built on it too.
 
 The backward pass is one kernel of the same shape walking time in reverse (its tiles hold time steps in reverse
 order): ``g_t = dh_t + a_{t+1} g_{t+1}``, then ``grad_b = g``, ``grad_a_t = g_t * h_{t-1}`` (re-read from the saved
@@ -163,7 +164,9 @@ def check_inputs(caller: str, *tensors: torch.Tensor | None) -> None:
         raise ValueError(f"{caller}: all inputs must be on one device; got {sorted({str(x.device) for x in tensors})}")
     for x in tensors:
         if x.dtype != torch.bool and x.dtype not in ACCUMULATOR:
-            raise ValueError(f"{caller}: backend 'triton' supports float16, bfloat16, float32 and float64; got {x.dtype}")
+            raise ValueError(
+                f"{caller}: backend 'triton' supports float16, bfloat16, float32 and float64; got {x.dtype}"
+            )
 
 
 def device_guard(x: torch.Tensor):
@@ -217,8 +220,8 @@ def linear_scan_triton(
     """Differentiable scan of ``[B, T, D]`` tensors with Triton; the output has the dtype of ``a`` and ``b``.
 
     float16 and bfloat16 are stored as such and accumulated in float32. ``block_d`` (channels per program), ``chunk``
-    (time steps per tile; 1 = strictly sequential) and ``num_warps`` are tuning knobs (powers of two); see ``tile_config``
-    for the defaults.
+    (time steps per tile; 1 = strictly sequential) and ``num_warps`` are tuning knobs (powers of two); see
+    ``tile_config`` for the defaults.
     """
     check_inputs("linear_scan", a, b, h0)
     dtype = torch.promote_types(a.dtype, b.dtype)
