@@ -28,7 +28,9 @@ import torch
 import triton
 import triton.language as tl
 
-from recurl.kernels.scan_triton import ACCUMULATOR, check_inputs, device_guard, scan_tile, tile_config
+from recurl.kernels.scan_triton import (
+    ACCUMULATOR, check_inputs, device_guard, initial_state, scan_tile, tile_config,
+)
 
 
 @triton.jit
@@ -40,10 +42,7 @@ def gated_scan_forward(
     cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     col_ok = cols < D
     rows = tl.arange(0, CHUNK)
-    if HAS_H0:
-        h = tl.load(h0_ptr + pid_b * D + cols, mask=col_ok, other=0.0).to(ACC)
-    else:
-        h = tl.full([BLOCK_D], 0.0, ACC)
+    h = initial_state(h0_ptr, pid_b, cols, col_ok, D, HAS_H0, ACC, BLOCK_D)
     for t0 in range(0, T, CHUNK):
         t = t0 + rows
         step = pid_b.to(tl.int64) * T + t  # index of (b, t) in [B, T]
@@ -73,10 +72,7 @@ def gated_scan_backward(
     cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     col_ok = cols < D
     rows = tl.arange(0, CHUNK)
-    if HAS_H0:
-        h0 = tl.load(h0_ptr + pid_b * D + cols, mask=col_ok, other=0.0).to(ACC)
-    else:
-        h0 = tl.full([BLOCK_D], 0.0, ACC)
+    h0 = initial_state(h0_ptr, pid_b, cols, col_ok, D, HAS_H0, ACC, BLOCK_D)
     g = tl.full([BLOCK_D], 0.0, ACC)  # g_T = 0: nothing after the end
     for k in range(0, T, CHUNK):
         t = T - 1 - k - rows  # the tile's rows run backwards in time

@@ -75,6 +75,17 @@ def scan_tile(a, b, h, rows, CHUNK: tl.constexpr):
 
 
 @triton.jit
+def initial_state(h0_ptr, pid_b, cols, col_ok, D,
+                  HAS_H0: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's channels of ``h0`` (row ``pid_b`` of a ``[B, D]`` tensor), or zeros when there is none."""
+    if HAS_H0:
+        h = tl.load(h0_ptr + pid_b * D + cols, mask=col_ok, other=0.0).to(ACC)
+    else:
+        h = tl.full([BLOCK_D], 0.0, ACC)
+    return h
+
+
+@triton.jit
 def _scan_fwd_kernel(
     a_ptr, b_ptr, h0_ptr, h_ptr, T, D,
     HAS_H0: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
@@ -84,10 +95,7 @@ def _scan_fwd_kernel(
     col_ok = cols < D
     rows = tl.arange(0, CHUNK)
     seq = pid_b.to(tl.int64) * T * D  # start of this program's sequence
-    if HAS_H0:
-        h = tl.load(h0_ptr + pid_b * D + cols, mask=col_ok, other=0.0).to(ACC)
-    else:
-        h = tl.full([BLOCK_D], 0.0, ACC)
+    h = initial_state(h0_ptr, pid_b, cols, col_ok, D, HAS_H0, ACC, BLOCK_D)
     for t0 in range(0, T, CHUNK):
         t = t0 + rows
         offs = seq + t[:, None] * D + cols[None, :]
@@ -108,10 +116,7 @@ def _scan_bwd_kernel(
     col_ok = cols < D
     rows = tl.arange(0, CHUNK)
     seq = pid_b.to(tl.int64) * T * D
-    if HAS_H0:
-        h0 = tl.load(h0_ptr + pid_b * D + cols, mask=col_ok, other=0.0).to(ACC)
-    else:
-        h0 = tl.full([BLOCK_D], 0.0, ACC)
+    h0 = initial_state(h0_ptr, pid_b, cols, col_ok, D, HAS_H0, ACC, BLOCK_D)
     g = tl.full([BLOCK_D], 0.0, ACC)  # g_T = 0: nothing after the end
     for k in range(0, T, CHUNK):
         t = T - 1 - k - rows  # the tile's rows run backwards in time
