@@ -36,7 +36,7 @@ def test_kernels_bench_has_every_row_for_every_dtype(capsys):
                 "nn.GRU (no resets)", "GRUCell loop"]
     assert names == expected * 2  # fp32, then bf16
     for row in rows:
-        assert float(row.split("|")[4]) > 0
+        assert float(row.split("|")[4]) > 0 and float(row.split("|")[8]) > 0  # ms, MiB saved for the backward
     assert "%" in rows[0]  # the scan row reports its bandwidth
 
 
@@ -50,3 +50,6 @@ def test_kernels_bench_triton_rows_run_under_the_interpreter(capsys):
     names = [row.split("|")[3].strip() for row in rows]
     assert names[:8] == [f"{row} {backend}" for row in ("scan", "mingru", "minlstm", "aaren")
                          for backend in ("triton", "torch")]
+    saved = {name: float(row.split("|")[8]) for name, row in zip(names, rows)}
+    for layer in ("mingru", "minlstm", "aaren"):  # fused kernels keep less for the backward than the torch ops
+        assert 0 < saved[f"{layer} triton"] < saved[f"{layer} torch"]

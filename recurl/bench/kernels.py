@@ -12,8 +12,9 @@ Rows, each at B x T x D with episode starts at random (p = 1/64 per step) where 
 - ``minGRU log-space compiled`` (``--compile``): the minGRU paper's log-space formulation (cumsum + logcumsumexp,
   no resets), through ``torch.compile``.
 
-Every row reports its peak memory above the inputs (CUDA only). Triton rows need CUDA; on CPU the table still runs
-(``--sizes`` small) to check the script and compare the torch backend with oneDNN.
+Every row reports its peak memory above the inputs (CUDA only) and what autograd saves for its backward (any
+device). Triton rows need CUDA (or, only to check this script, TRITON_INTERPRET=1 on CPU); on CPU the table still runs
+at small sizes to check the script and compare the torch backend with oneDNN.
 """
 
 from __future__ import annotations
@@ -49,17 +50,35 @@ def log_space_mingru(k: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return (a_star + (log_z + log_tilde - a_star).logcumsumexp(dim=1)).exp()
 
 
-def measure(run, device: torch.device, repeats: int) -> tuple[float, float]:
-    """(median ms of forward+backward, peak MiB allocated above what was allocated before)."""
+def saved_for_backward_mib(run) -> float:
+    """MiB of the tensors autograd keeps from one forward for the backward (each storage once; the inputs and weights
+    it keeps are counted too). Read from autograd's saved-tensor hooks, so it is measured on any device, cuDNN's
+    reserve space included."""
+    storages = {}
+
+    def keep(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        run()
+    return sum(storages.values()) / 2**20
+
+
+def measure(run, device: torch.device, repeats: int) -> tuple[float, float, float]:
+    """(median ms of forward+backward, peak MiB allocated above what was allocated before (CUDA only), MiB saved for
+    the backward)."""
     fn = forward_backward(run)
+    saved = saved_for_backward_mib(run)
     if device.type != "cuda":
-        return median_ms(fn, device, repeats), float("nan")
+        return median_ms(fn, device, repeats), float("nan"), saved
     fn()
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     ms = median_ms(fn, device, repeats)
-    return ms, (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return ms, (torch.cuda.max_memory_allocated(device) - base) / 2**20, saved
 
 
 def rows(batch, length, dim, dtype, device, backends, compile_log_space):
@@ -119,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     bandwidth = copy_bandwidth(device, args.repeats)
     print(f"# kernels, forward+backward, {device_name(device)}, torch {torch.__version__}, "
           f"{datetime.date.today()}; copy bandwidth {bandwidth / 1e9:.0f} GB/s")
-    print("| dtype | T | row | ms | vs minGRU " + backends[0] + " | scan GB/s (% of copy) | peak MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| dtype | T | row | ms | vs minGRU " + backends[0] + " | scan GB/s (% of copy) | peak MiB | saved MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for dtype_name in args.dtypes:
         for length in args.lengths:
             results = []
@@ -131,10 +150,10 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 repeats = max(2, args.repeats // 10) if name == "GRUCell loop" else args.repeats
                 results.append((name, *measure(run, device, repeats), scan_bytes))
-            reference = next(ms for name, ms, _, _ in results if name == f"mingru {backends[0]}")
-            for name, ms, peak, scan_bytes in results:
+            reference = next(ms for name, ms, *_ in results if name == f"mingru {backends[0]}")
+            for name, ms, peak, saved, scan_bytes in results:
                 achieved = "" if scan_bytes is None else (
                     f"{scan_bytes / (ms / 1e3) / 1e9:.0f} ({100 * scan_bytes / (ms / 1e3) / bandwidth:.0f}%)"
                 )
                 print(f"| {dtype_name} | {length} | {name} | {ms:.3f} | {ms / reference:.2f}x | {achieved} | "
-                      f"{peak:.0f} |", flush=True)
+                      f"{peak:.0f} | {saved:.3g} |", flush=True)
