@@ -2,22 +2,19 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import gymnasium as gym
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-import recurl
+from conftest import compose_config
 from recurl.envs.registry import import_suite
 from recurl.envs.render import BLOCK, FrameInfo, env_picture, make_frame, make_render_env
 from recurl.record import record_episodes, record_run
 from recurl.train import train
 
-CONF = str(Path(recurl.__file__).parent / "conf")
 TINY = ["total_steps=128", "env.num_envs=4", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16",
         "torch_threads=1"]
 ENVS = {
@@ -38,8 +35,7 @@ def trained(tmp_path_factory):
     torch.set_num_threads(1)
     runs = {}
     for name, overrides in ENVS.items():
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            cfg = compose("config", overrides=[*TINY, *overrides])
+        cfg = compose_config(*TINY, *overrides)
         runs[name] = tmp_path_factory.mktemp(name)
         train(cfg, runs[name])
     return runs

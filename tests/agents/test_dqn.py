@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from tensordict import TensorDict
 
-import recurl
+from conftest import compose_config
 from recurl.agents.dqn import DQN, DQNConfig, FlatActions, n_step_targets
 from recurl.agents.acting import state_from_tensordict
 from recurl.agents.replay import SequenceReplay
@@ -25,7 +24,6 @@ from recurl.record import record_episodes
 from recurl.train import prepare, run, setup, train
 
 CPU = torch.device("cpu")
-CONF = str(Path(recurl.__file__).parent / "conf")
 TINY = [
     "agent=dqn", "total_steps=256", "env.num_envs=4", "memory.hidden_size=16", "agent.buffer_capacity=256",
     "agent.learning_starts=64", "agent.batch_size=4", "agent.sequence_length=4", "agent.burn_in=2", "agent.n_step=2",
@@ -346,8 +344,7 @@ def test_config_mistakes_are_refused():
 
 # ---- end to end -----------------------------------------------------------------------------------------------
 def config(*overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
+    return compose_config(*TINY, *overrides)
 
 
 def assert_complete_run(run_dir, total_steps=256):

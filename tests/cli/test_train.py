@@ -4,14 +4,12 @@ import csv
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-import recurl
+from conftest import compose_config
 from recurl.checkpoint import load_checkpoint
 from recurl.memory import MEMORIES
 from recurl.train import setup, train
@@ -25,13 +23,11 @@ class TupleActions(gym.Env):
 
 
 gym.register("recurl-test/TupleActions-v0", entry_point=TupleActions)
-CONF = str(Path(recurl.__file__).parent / "conf")
 TINY = ["total_steps=256", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16"]
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
+    return compose_config(*TINY, *overrides)
 
 
 def read_metrics(run_dir):

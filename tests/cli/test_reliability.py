@@ -1,7 +1,6 @@
 """Reliability: exact resume, clear refusals, interrupts, failing envs, NaNs, atomic checkpoints, seeding."""
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -13,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import recurl
+from conftest import compose_config
 import recurl.checkpoint as checkpoint_module
 from recurl.agents.errors import NonFiniteError
 from recurl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -25,7 +23,6 @@ from recurl.envs import UnsupportedSpaceError
 from recurl.envs.encoding import make_encoder
 from recurl.train import load_into, prepare, run, setup, train
 
-CONF = str(Path(recurl.__file__).parent / "conf")
 TINY = [
     "agent.rollout_steps=16", "agent.minibatches=2", "agent.anneal_lr=false", "memory.hidden_size=16",
     "env.num_envs=4", "checkpoint_every=1", "torch_threads=1",
@@ -34,8 +31,7 @@ TIME_COLUMNS = {"sps", "wall_time"}
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
+    return compose_config(*TINY, *overrides)
 
 
 def cli(*args, timeout=300):
