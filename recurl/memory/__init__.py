@@ -12,6 +12,8 @@ import functools
 import inspect
 
 from recurl.memory.aaren import Aaren
+from recurl.memory.ffm import FFM
+from recurl.memory.lru import LRU
 from recurl.memory.lstm import LSTM
 from recurl.memory.mingru import MinGRU
 from recurl.memory.minlstm import MinLSTM
@@ -19,7 +21,7 @@ from recurl.memory.mlp import MLP
 from recurl.memory.stack import Memory
 
 #: Backbone name -> the cell class one layer is made of. ``mlp`` is the memory-less control.
-MEMORIES = {"mingru": MinGRU, "minlstm": MinLSTM, "aaren": Aaren, "lstm": LSTM, "mlp": MLP}
+MEMORIES = {"mingru": MinGRU, "minlstm": MinLSTM, "aaren": Aaren, "lstm": LSTM, "mlp": MLP, "ffm": FFM, "lru": LRU}
 
 
 def make_memory(name: str, input_size: int, hidden_size: int, num_layers: int = 1, **options) -> Memory:
