@@ -15,11 +15,13 @@ from recurl.memory.lru import LRU
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("r_min, r_max, max_phase", [
-    (0.0, 1.0, 2 * math.pi), (0.9, 0.999, math.pi / 10), (0.4, 0.5, 1.0),
+@pytest.mark.parametrize("r_min, r_max, max_phase, options", [
+    (0.9, 0.999, math.pi / 10, {}),  # the defaults
+    (0.0, 1.0, 2 * math.pi, {"r_min": 0.0, "r_max": 1.0, "max_phase": 2 * math.pi}),  # the paper's code's
+    (0.4, 0.5, 1.0, {"r_min": 0.4, "r_max": 0.5, "max_phase": 1.0}),
 ])
-def test_lambda_starts_on_the_ring(r_min, r_max, max_phase):
-    cell = LRU(32, state_size=512, r_min=r_min, r_max=r_max, max_phase=max_phase)
+def test_lambda_starts_on_the_ring(r_min, r_max, max_phase, options):
+    cell = LRU(32, state_size=512, **options)
     lam = cell._lambda().detach()
     assert lam.shape == (512,)
     assert (lam.abs() >= r_min - 1e-6).all() and (lam.abs() <= r_max + 1e-6).all()
@@ -30,15 +32,16 @@ def test_lambda_starts_on_the_ring(r_min, r_max, max_phase):
     assert lam.abs().square().mean().item() == pytest.approx((r_min**2 + r_max**2) / 2, abs=0.05 * spread)
 
 
-def test_gamma_starts_at_the_normalisation_of_lambda():
-    cell = LRU(16, r_min=0.5, r_max=0.99)
+def test_gamma_starts_at_the_normalisation_of_lambda_when_asked_and_at_one_by_default():
+    cell = LRU(16, r_min=0.5, r_max=0.99, normalize=True)
     torch.testing.assert_close(cell.gamma_log.detach().exp(), (1 - cell._lambda().detach().abs().square()).sqrt())
+    assert torch.equal(LRU(16).gamma_log.detach(), torch.zeros(16))
 
 
 def test_the_normalisation_keeps_the_state_at_the_scale_of_its_input_near_the_unit_circle():
     """For white-noise inputs E|h|^2 = gamma^2 E|Bx|^2 / (1 - |lambda|^2) = E|Bx|^2, where |lambda| -> 1 would
     otherwise make it 1 / (1 - |lambda|^2) (50 to 500 times here) larger."""
-    cell = LRU(16, state_size=8, r_min=0.99, r_max=0.999, scan_backend="reference").double()
+    cell = LRU(16, state_size=8, r_min=0.99, r_max=0.999, normalize=True, scan_backend="reference").double()
     x = torch.randn(64, 3000, 16, dtype=torch.float64)
     with torch.no_grad():
         _, (final,) = cell(x, cell.initial_state(64, x.device, x.dtype), torch.zeros(64, 3000, dtype=torch.bool))
