@@ -35,7 +35,10 @@ one cell is the LRU with its GELU and GLU. Without that nonlinearity a stack of 
 filter of its inputs (between layer norms), which cannot pick out one step (such as an episode's first) by content.
 
 The recurrence is ``linear_scan`` on complex numbers, with an episode start at t as the gate 0. The state is h as
-(real, imaginary) pairs, [N, 2]. ``state_size`` N defaults to the hidden size.
+(real, imaginary) pairs, [N, 2]. ``state_size`` N defaults to half the hidden size, so that the state holds as many
+reals as minGRU's and FFM's. N = H made the layer's forward+backward on CPU (B=16, T=512, H=64) cost 2.4x minGRU's
+instead of 1.5x (a complex scan of 64 channels costs 3x one of 32), for no gain in the supervised task below (99/99/104
+steps at N = 64, 101/101/111 at N = 32).
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ class LRU(nn.Module):
         scan_backend: str = "auto",
     ):
         super().__init__()
-        state_size = size if state_size is None else state_size
+        state_size = -(-size // 2) if state_size is None else state_size
         if not isinstance(state_size, int) or state_size < 1:
             raise ValueError(f"lru: state_size must be a positive integer, got {state_size!r}")
         if not 0 <= r_min < 1:
@@ -95,11 +98,12 @@ class LRU(nn.Module):
         return torch.exp(torch.complex(-self.nu_log.exp(), self.theta_log.exp()))
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        """exp(gamma_log) * B x, [..., N] complex."""
-        return torch.view_as_complex(self.input_proj(x).unflatten(-1, (self.state_size, 2))) * self.gamma_log.exp()
+        """exp(gamma_log) * B x, [..., N] complex; gamma scales B's rows rather than every step of the product."""
+        weight = self.input_proj.weight * self.gamma_log.exp().repeat_interleave(2)[:, None]
+        return torch.view_as_complex(nn.functional.linear(x, weight).unflatten(-1, (self.state_size, 2)))
 
     def _output(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        y = self.output_proj(torch.view_as_real(h).flatten(-2)) + self.skip * x
+        y = torch.addcmul(self.output_proj(torch.view_as_real(h).flatten(-2)), self.skip, x)
         value, gate = self.glu(nn.functional.gelu(y)).chunk(2, dim=-1)
         return value * gate.sigmoid()
 

@@ -35,7 +35,13 @@ def test_lambda_starts_on_the_ring(r_min, r_max, max_phase, options):
 def test_gamma_starts_at_the_normalisation_of_lambda_when_asked_and_at_one_by_default():
     cell = LRU(16, r_min=0.5, r_max=0.99, normalize=True)
     torch.testing.assert_close(cell.gamma_log.detach().exp(), (1 - cell._lambda().detach().abs().square()).sqrt())
-    assert torch.equal(LRU(16).gamma_log.detach(), torch.zeros(16))
+    assert torch.equal(LRU(16).gamma_log.detach(), torch.zeros(8))
+
+
+def test_the_state_holds_as_many_reals_as_the_hidden_size():
+    assert [LRU(size).state_size for size in (64, 5, 1)] == [32, 3, 1]
+    (state,) = LRU(64).initial_state(3, torch.device("cpu"), torch.float32)
+    assert state.shape == (3, 32, 2)
 
 
 def test_the_normalisation_keeps_the_state_at_the_scale_of_its_input_near_the_unit_circle():
@@ -78,7 +84,7 @@ def test_the_config_builds():
     cfg = compose_config("memory=lru").memory
     options = {k: v for k, v in cfg.items() if k not in ("name", "hidden_size", "num_layers")}
     mem = make_memory("lru", 5, cfg.hidden_size, cfg.num_layers, **options)
-    assert [c.state_size for c in mem.cells] == [64, 64]
+    assert [c.state_size for c in mem.cells] == [32, 32]
 
 
 @pytest.mark.parametrize(
