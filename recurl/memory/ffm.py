@@ -32,7 +32,7 @@ from torch import nn
 
 from recurl.kernels import check_backend
 from recurl.memory.cell import State, reset_state
-from recurl.memory.complex_recurrence import as_complex, complex_dtype, scan_with_resets
+from recurl.memory.complex_recurrence import Parts, complex_dtype, polar, scan_with_resets, step
 
 #: The shortest and longest periods (in steps) the aggregator starts out representing, as in the paper.
 MIN_PERIOD, MAX_PERIOD = 1, 1024
@@ -60,34 +60,42 @@ class FFM(nn.Module):
         self.mix = nn.Linear(2 * trace_size * context_size, size)
         self.out_norm = nn.LayerNorm(size, elementwise_affine=False)
 
-    def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
-        return (torch.zeros(batch_size, self.trace_size, self.context_size, 2, device=device, dtype=dtype),)
+    @property
+    def _state_shape(self) -> tuple[int, int]:
+        return self.trace_size, self.context_size
 
-    def _gamma(self) -> torch.Tensor:
-        """The aggregator's decay, [m * c] complex."""
-        log_gamma = torch.complex(-self.alpha.abs()[:, None], self.omega[None, :].expand(self.trace_size, -1))
-        return log_gamma.exp().flatten()
+    def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        return (torch.zeros(batch_size, *self._state_shape, 2, device=device, dtype=dtype),)
+
+    def _gamma(self) -> Parts:
+        """The aggregator's decay, [m * c] as parts."""
+        shape = self._state_shape
+        return polar(-self.alpha.abs()[:, None].expand(shape).flatten(), self.omega.expand(shape).flatten())
 
     def _gated_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """u, added to every context of its trace ([..., m * c] complex), the skip s and the output gate q."""
+        """u [..., m], the skip s and the output gate q."""
         value, skip, gates = self.pre(x).split([self.trace_size, self.size, self.trace_size + self.size], dim=-1)
         in_gate, out_gate = gates.sigmoid().split([self.trace_size, self.size], dim=-1)
-        u = (value * in_gate).to(complex_dtype(x.dtype))
-        return u[..., None].expand(*u.shape, self.context_size).flatten(-2), skip, out_gate
+        return value * in_gate, skip, out_gate
 
-    def _output(self, aggregate: torch.Tensor, skip: torch.Tensor, out_gate: torch.Tensor) -> torch.Tensor:
-        z = self.mix(torch.view_as_real(aggregate).flatten(-2))
-        return torch.lerp(skip, self.out_norm(z), out_gate)
+    def _to_contexts(self, u: torch.Tensor) -> torch.Tensor:
+        """u [..., m] added to every context of its trace: [..., m * c]."""
+        return u[..., None].expand(*u.shape, self.context_size).flatten(-2)
+
+    def _output(self, pairs: torch.Tensor, skip: torch.Tensor, out_gate: torch.Tensor) -> torch.Tensor:
+        """From the aggregate as pairs [..., m * c, 2]."""
+        return torch.lerp(skip, self.out_norm(self.mix(pairs.flatten(-2))), out_gate)
 
     def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
         u, skip, out_gate = self._gated_input(x)
-        aggregate = scan_with_resets(self._gamma(), u, resets, as_complex(state[0]).flatten(1), self.scan_backend)
-        final = torch.view_as_real(aggregate[:, -1]).unflatten(1, (self.trace_size, self.context_size))
-        return self._output(aggregate, skip, out_gate), (final,)
+        inputs = self._to_contexts(u.to(complex_dtype(u.dtype)))
+        aggregate = torch.view_as_real(
+            scan_with_resets(self._gamma(), inputs, resets, state[0].flatten(1, 2), self.scan_backend)
+        )
+        return self._output(aggregate, skip, out_gate), (aggregate[:, -1].unflatten(1, self._state_shape),)
 
     def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:
         (pairs,) = reset_state(state, self.initial_state(x.shape[0], x.device, x.dtype), reset)
         u, skip, out_gate = self._gated_input(x)
-        aggregate = torch.addcmul(u, self._gamma(), as_complex(pairs).flatten(1))
-        final = torch.view_as_real(aggregate).unflatten(1, (self.trace_size, self.context_size))
-        return self._output(aggregate, skip, out_gate), (final,)
+        aggregate = step(self._gamma(), self._to_contexts(u), pairs.flatten(1, 2))
+        return self._output(aggregate, skip, out_gate), (aggregate.unflatten(1, self._state_shape),)

@@ -50,7 +50,7 @@ from torch import nn
 
 from recurl.kernels import check_backend
 from recurl.memory.cell import State, reset_state
-from recurl.memory.complex_recurrence import as_complex, scan_with_resets
+from recurl.memory.complex_recurrence import Parts, polar, scan_with_resets, step
 
 
 class LRU(nn.Module):
@@ -94,24 +94,26 @@ class LRU(nn.Module):
     def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         return (torch.zeros(batch_size, self.state_size, 2, device=device, dtype=dtype),)
 
-    def _lambda(self) -> torch.Tensor:
-        return torch.exp(torch.complex(-self.nu_log.exp(), self.theta_log.exp()))
+    def _lambda(self) -> Parts:
+        return polar(-self.nu_log.exp(), self.theta_log.exp())
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        """exp(gamma_log) * B x, [..., N] complex; gamma scales B's rows rather than every step of the product."""
+        """exp(gamma_log) * B x as pairs [..., N, 2]; gamma scales B's rows rather than every step of the product."""
         weight = self.input_proj.weight * self.gamma_log.exp().repeat_interleave(2)[:, None]
-        return torch.view_as_complex(nn.functional.linear(x, weight).unflatten(-1, (self.state_size, 2)))
+        return nn.functional.linear(x, weight).unflatten(-1, (self.state_size, 2))
 
-    def _output(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        y = torch.addcmul(self.output_proj(torch.view_as_real(h).flatten(-2)), self.skip, x)
+    def _output(self, pairs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """From h as pairs [..., N, 2]."""
+        y = torch.addcmul(self.output_proj(pairs.flatten(-2)), self.skip, x)
         value, gate = self.glu(nn.functional.gelu(y)).chunk(2, dim=-1)
         return value * gate.sigmoid()
 
     def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
-        h = scan_with_resets(self._lambda(), self._input(x), resets, as_complex(state[0]), self.scan_backend)
-        return self._output(h, x), (torch.view_as_real(h[:, -1]),)
+        inputs = torch.view_as_complex(self._input(x))
+        h = torch.view_as_real(scan_with_resets(self._lambda(), inputs, resets, state[0], self.scan_backend))
+        return self._output(h, x), (h[:, -1],)
 
     def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:
         (pairs,) = reset_state(state, self.initial_state(x.shape[0], x.device, x.dtype), reset)
-        h = torch.addcmul(self._input(x), self._lambda(), as_complex(pairs))
-        return self._output(h, x), (torch.view_as_real(h),)
+        h = step(self._lambda(), self._input(x).unbind(-1), pairs)
+        return self._output(h, x), (h,)
