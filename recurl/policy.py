@@ -25,7 +25,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.vector.utils import iterate
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict
 
@@ -59,9 +58,21 @@ def _is_batched(space: spaces.Space, obs: Any) -> bool:
     return np.ndim(obs) == len(space.shape) + 1
 
 
+def _unbatch(space: spaces.Space, obs: Any) -> list:
+    """A vector env's batch of observations of ``space`` as a list of single observations."""
+    if isinstance(space, spaces.Dict):
+        parts = {key: _unbatch(sub, obs[key]) for key, sub in space.spaces.items()}
+        count = len(next(iter(parts.values())))
+        return [{key: items[i] for key, items in parts.items()} for i in range(count)]
+    if isinstance(space, spaces.Tuple):
+        parts = [_unbatch(sub, part) for sub, part in zip(space.spaces, obs)]
+        return [tuple(items[i] for items in parts) for i in range(len(parts[0]))]
+    return list(obs)
+
+
 class Policy:
     def __init__(self, network: ActingNetwork, config: DictConfig, observation_space: spaces.Space, device):
-        self.network, self.config, self.device = network.eval(), config, torch.device(device)
+        self.network, self.config, self.device = network, config, torch.device(device)
         self.observation_space = observation_space
         self.encode = make_encoder(observation_space)[0]
         self.dtype = next(network.parameters()).dtype
@@ -96,7 +107,7 @@ class Policy:
         run's final ε (DQN).
         """
         batched = _is_batched(self.observation_space, obs)
-        items = list(iterate(self.observation_space, obs)) if batched else [obs]
+        items = _unbatch(self.observation_space, obs) if batched else [obs]
         encoded = torch.as_tensor(np.stack([self.encode(item) for item in items]), dtype=self.dtype, device=self.device)
         batch = len(items)
         if state.batch_size[0] != batch:
@@ -131,4 +142,4 @@ def load_policy(run: str | Path, device: str | torch.device = "cpu") -> Policy:
     except (KeyError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {checkpoint} does not fit its own config: {first_line}") from None
-    return Policy(network, config, observation_space, device)
+    return Policy(network.eval(), config, observation_space, device)
