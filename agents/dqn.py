@@ -178,9 +178,7 @@ class DQN:
         none = torch.zeros(0, dtype=torch.long, device=self.device)
         zeros = torch.zeros(num_envs, dtype=seen["obs"].dtype, device=self.device)
         flags = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
-        return Transition(
-            seen, zeros.long(), {}, zeros, flags, flags, none, seen[none], tuple(s[none] for s in self.actor.state), [],
-        )
+        return Transition(seen, zeros.long(), {}, zeros, flags, flags, none, None, (), [])
 
     def _record(self, transition: Transition) -> TensorDict:
         """What the replay keeps of one step of every env."""
@@ -191,7 +189,8 @@ class DQN:
         if self.config.truncation_bootstrap == "learn":
             record["bootstrap"] = torch.zeros_like(record["done"]).index_fill_(0, rows, True)
             record["final"] = torch.zeros_like(transition.seen.exclude("reset"))
-            record["final"][rows] = transition.final.exclude("reset")
+            if len(rows):
+                record["final"][rows] = transition.final.exclude("reset")
         else:
             final_value = torch.zeros_like(transition.reward)
             if len(rows):
