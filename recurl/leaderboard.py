@@ -128,8 +128,10 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def heatmap(rows: list[dict[str, Any]]) -> Figure:
-    """Tasks (rows) x memories (columns, in rank order) coloured and labelled by MMER; the last row: suite means."""
-    memories = [row["memory"] for row in memory_order(rows)]
+    """Tasks (rows) x memories (columns, labelled and ordered by rank) coloured and labelled by MMER; the last row:
+    suite means."""
+    standings = memory_order(rows)
+    memories = [row["memory"] for row in standings]
     tasks = sorted({row["task"] for row in rows})
     values = np.full((len(tasks) + 1, len(memories)), np.nan)
     for row in rows:
@@ -141,9 +143,15 @@ def heatmap(rows: list[dict[str, Any]]) -> Figure:
     middle = np.nanmin(values) + (np.nanmax(values) - np.nanmin(values)) / 2
     for (i, j), value in np.ndenumerate(values):
         text = "–" if np.isnan(value) else f"{value:.2f}"
-        ax.text(j, i, text, ha="center", va="center", fontsize="small", color="black" if value > middle else "white")
+        dark = not np.isnan(value) and value <= middle
+        ax.text(j, i, text, ha="center", va="center", fontsize="small", color="white" if dark else "black")
     ax.axhline(len(tasks) - 0.5, color="white", linewidth=3)
-    ax.set_xticks(range(len(memories)), memories, rotation=30, ha="right")
+    counts = np.sum(~np.isnan(values[:-1]), axis=0)
+    names = [
+        f"{row['memory']} ({count}/{len(tasks)} tasks)" if row["rank"] is None else f"{row['rank']}. {row['memory']}"
+        for row, count in zip(standings, counts)
+    ]
+    ax.set_xticks(range(len(memories)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(values)), [short_task(task) for task in tasks] + ["suite mean"])
     seeds = {row["seeds"] for row in rows}
     ax.set_title(f"MMER, mean over {seeds_text(seeds.pop()) if len(seeds) == 1 else 'seeds'}")
