@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -142,7 +143,7 @@ def train_grid(out: Path, agent: str, tasks: list[str], memories: list[str], see
         "existing=resume", f"agent={agent}", "env=popgym", f"env.id={','.join(tasks)}",
         f"memory={','.join(memories)}", f"seed={','.join(map(str, seeds))}", f"total_steps={steps}", *overrides,
     ]
-    print("recurl.suite: " + " ".join(command[1:]), file=sys.stderr, flush=True)
+    print(f"recurl.suite: {shlex.join(['python', *command[1:]])}", file=sys.stderr, flush=True)
     return subprocess.run(command, stdout=2).returncode  # Hydra's log to stderr: stdout is the leaderboard alone
 
 
