@@ -35,7 +35,7 @@ from recurl.compare import BOOKKEEPING, CompareError
 from recurl.envs import resolve_env_id
 from recurl.leaderboard import write_leaderboard
 from recurl.memory import MEMORIES
-from recurl.resume import is_finished
+from recurl.resume import holds_a_run, is_finished
 
 #: The agents ``agent=`` accepts: the training config's agent group (read, not imported: importing agents is slow).
 AGENTS = sorted(path.stem for path in (Path(__file__).parent / "conf" / "agent").glob("*.yaml"))
@@ -109,22 +109,25 @@ def run_folder(out: Path, task: str, agent: str, memory: str, seed: int) -> Path
 
 
 def record_settings(out: Path, agent: str, steps: int, overrides: list[str]) -> None:
-    """Write ``out/suite.yaml``, or refuse a command whose settings differ from those it records."""
-    learned = [o for o in overrides if not o.startswith(("hydra.", "hydra/")) and o.split("=")[0] not in BOOKKEEPING]
+    """Write ``out/suite.yaml``, or refuse a command whose settings differ from those it records while ``out`` holds
+    runs (a suite whose runs all stopped before training, say on a mistyped override, takes the new settings)."""
+    learned = [
+        override for override in overrides
+        if not override.startswith(("hydra.", "hydra/")) and override.lstrip("+~").split("=")[0] not in BOOKKEEPING
+    ]
     settings = {"agent": agent, "steps": steps, "overrides": learned}
     path = out / "suite.yaml"
-    if path.is_file():
-        recorded = OmegaConf.to_container(OmegaConf.load(path))
-        differences = [f"{key} {recorded.get(key)} (here {value})" for key, value in settings.items()
-                       if recorded.get(key) != value]
-        if differences:
-            raise ValueError(
-                f"{out} holds a suite with other settings: {'; '.join(differences)}; its finished runs would pass for "
-                "runs of this command, so use another --dir"
-            )
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(settings), path)
+    recorded = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else settings
+    differences = [
+        f"{key} {recorded.get(key)} (here {value})" for key, value in settings.items() if recorded.get(key) != value
+    ]
+    if differences and any(holds_a_run(folder) for folder in out.iterdir()):
+        raise ValueError(
+            f"{out} holds a suite with other settings: {'; '.join(differences)}; its finished runs would pass for "
+            "runs of this command, so use another --dir"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(settings), path)
 
 
 def all_finished(folders: list[Path], steps: int) -> bool:
@@ -156,11 +159,15 @@ def main(argv: list[str] | None = None) -> None:
         "Hydra overrides after -- go to every run (e.g. -- hydra/launcher=joblib hydra.launcher.n_jobs=4 "
         "torch_threads=1).",
     )
-    parser.add_argument("--tasks", required=True, help=f"comma-separated POPGym ids or task sets ({', '.join(TASK_SETS)})")
+    parser.add_argument(
+        "--tasks", required=True, help=f"comma-separated POPGym ids or task sets ({', '.join(TASK_SETS)})"
+    )
     parser.add_argument("--memories", required=True, help=f"comma-separated, of {', '.join(MEMORIES)}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated (default 0,1,2)")
     parser.add_argument("--steps", type=int, required=True, help="env steps per run (total_steps)")
-    parser.add_argument("--dir", type=Path, required=True, help="the suite's folder: one run folder per task x memory x seed")
+    parser.add_argument(
+        "--dir", type=Path, required=True, help="the suite's folder: one run folder per task x memory x seed"
+    )
     parser.add_argument("--agent", default="ppo", choices=AGENTS)
     args = parser.parse_args(ours)
     try:
@@ -177,8 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         code = train_grid(args.dir, args.agent, tasks, memories, seeds, args.steps, overrides)
         if code:
-            parser.exit(code, f"recurl.suite: error: training stopped (exit code {code}); run the same command again "
-                        f"to resume it, or see the runs so far with python -m recurl.compare {args.dir} --leaderboard\n")
+            parser.exit(code, (
+                f"recurl.suite: error: training stopped (exit code {code}); run the same command again to resume it, "
+                f"or see the runs so far with python -m recurl.compare {args.dir} --leaderboard\n"
+            ))
     out = args.dir / "leaderboard.png"
     try:
         print(write_leaderboard([args.dir], out))

@@ -68,7 +68,9 @@ def test_scores_ranks_and_files_by_hand(eval_every_other, tmp_path):
         "| RepeatPreviousEasy | lstm | 2 | 0.800 | [0.800, 0.800] | 0.700 |",
         "| RepeatPreviousEasy | aaren | 1 | 0.900 | [0.900, 0.900] | 0.800 |",
     ]
-    assert lines[10:13] == ["| 1 | mingru | 0.700 | 2/2 |", "| 2 | lstm | 0.550 | 2/2 |", "| – | aaren | 0.900 | 1/2 |"]
+    assert lines[10:13] == [
+        "| 1 | mingru | 0.700 | 2/2 |", "| 2 | lstm | 0.550 | 2/2 |", "| – | aaren | 0.900 | 1/2 |"
+    ]
     assert f"({used})" in lines[-1]
 
 

@@ -1,5 +1,6 @@
-"""recurl.suite: the grid as one resumable Hydra multirun ending in a leaderboard, refusals before anything runs, and the
-``existing`` key of recurl.train that makes re-running a sweep skip finished runs and continue interrupted ones."""
+"""recurl.suite: the grid as one resumable Hydra multirun ending in a leaderboard, refusals before anything runs,
+and the ``existing`` key of recurl.train that makes re-running a sweep skip finished runs and continue interrupted
+ones."""
 
 import csv
 import subprocess
@@ -152,7 +153,9 @@ def test_memories_come_from_the_registry(tmp_path, capsys):
 
 
 def test_a_suite_folder_keeps_its_settings(tmp_path):
+    record_settings(tmp_path, "ppo", 512, ["memory.hidden_size=-1"])
     record_settings(tmp_path, "ppo", 512, ["memory.hidden_size=16", "torch_threads=1", "hydra/launcher=joblib"])
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # from here on the folder holds a run of those settings
     # other launcher and threads, more tasks: the same suite
     record_settings(tmp_path, "ppo", 512, ["memory.hidden_size=16", "torch_threads=4"])
     with pytest.raises(ValueError, match=r"other settings: steps 512 \(here 1024\); .*use another --dir"):
