@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import compose_config
+from recurl.builder import setup
 from recurl.checkpoint import load_checkpoint
 from recurl.memory import MEMORIES
-from recurl.train import setup, train
+from recurl.train import train
+
 
 class TupleActions(gym.Env):
     observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
