@@ -25,8 +25,9 @@ from gymnasium.vector import VectorEnv
 from tensordict import TensorDict
 from torch import nn
 
-from recurl.agents.actor import Actor, state_from_tensordict, state_to_tensordict
+from recurl.agents.actor import state_from_tensordict, state_to_tensordict
 from recurl.agents.actor_critic import RecurrentActorCritic
+from recurl.agents.base import RecurrentAgent
 from recurl.agents.errors import check_finite_loss
 from recurl.agents.gae import generalized_advantages
 from recurl.agents.inputs import AgentInputs
@@ -63,14 +64,10 @@ class PPOConfig:
                 raise ValueError(f"agent.{name} must be non-negative, got {getattr(self, name)}")
 
 
-class PPO:
+class PPO(RecurrentAgent):
     @staticmethod
-    def make_network(
-        config: PPOConfig, memory: Memory, observation_size: int, action_space: spaces.Space
-    ) -> RecurrentActorCritic:
-        """The network acting and learning run, in the memory's dtype."""
-        inputs = AgentInputs(observation_size, action_space, config.previous_action, config.previous_reward)
-        return RecurrentActorCritic(inputs, memory, action_space).to(memory.input_proj.weight.dtype)
+    def build_network(config: PPOConfig, inputs: AgentInputs, memory: Memory, action_space: spaces.Space):
+        return RecurrentActorCritic(inputs, memory, action_space)
 
     def __init__(
         self, config: PPOConfig, envs: VectorEnv, memory: Memory, *, device: torch.device, total_steps: int, seed: int
@@ -80,18 +77,8 @@ class PPO:
                 f"agent.minibatches ({config.minibatches}) cannot exceed env.num_envs ({envs.num_envs}): "
                 "a minibatch is a set of whole env trajectories"
             )
-        self.config, self.device = config, device
-        self.network = self.make_network(
-            config, memory, envs.single_observation_space.shape[0], envs.single_action_space
-        ).to(device)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, eps=1e-5)
+        super().__init__(config, envs, memory, device=device, seed=seed)
         self.iterations = max(1, math.ceil(total_steps / (envs.num_envs * config.rollout_steps)))
-        self.iteration = 0
-        self.global_step = 0
-        self.actor = Actor(
-            envs, self.network.inputs, self.network.initial_state(envs.num_envs, device), self.network.to_env,
-            dtype=memory.input_proj.weight.dtype, device=device, seed=seed,
-        )
 
     # ---- acting -----------------------------------------------------------------------------------------------
     def _sample(self, step: TensorDict, state: State):
@@ -182,20 +169,3 @@ class PPO:
         """One rollout and one update; returns the update's metrics and the episodes that ended meanwhile."""
         batch, episodes = self.collect()
         return self.update(batch), episodes
-
-    # ---- checkpoints ------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Weights, optimiser, counters, and where acting stands (``Actor.state_dict``)."""
-        return {
-            "network": self.network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "iteration": self.iteration,
-            "global_step": self.global_step,
-            "actor": self.actor.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.network.load_state_dict(state["network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration, self.global_step = state["iteration"], state["global_step"]
-        self.actor.load_state_dict(state["actor"])
