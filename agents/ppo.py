@@ -47,7 +47,7 @@ class PPOConfig:
     clip_coef: float = 0.2
     value_coef: float = 0.5
     entropy_coef: float = 0.01
-    max_grad_norm: float = 0.5
+    max_grad_norm: float | None = 0.5  # None: no clipping
     normalize_advantages: bool = True
     previous_action: bool = False  # feed the previous action back as an input (env=popgym turns it on, as POPGym does)
     previous_reward: bool = False  # feed the previous reward back as an input
@@ -60,7 +60,7 @@ class PPOConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"agent.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("learning_rate", "clip_coef", "value_coef", "entropy_coef", "max_grad_norm"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"agent.{name} must be non-negative, got {getattr(self, name)}")
 
 
@@ -153,7 +153,8 @@ class PPO(RecurrentAgent):
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)
+        if cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         with torch.no_grad():
             return {
