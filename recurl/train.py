@@ -27,12 +27,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from recurl.agents.errors import NonFiniteError
-from recurl.builder import load_into, setup
+from recurl.builder import load_into, positive_int, setup
 from recurl.checkpoint import save_checkpoint
 from recurl.envs import EnvStepError
 from recurl.envs.snapshot import snapshot
 from recurl.resume import (
-    holds_a_run,
+    existing_run,
     output_subdir_for,
     resolve_resume,
     resumed_config,
@@ -122,14 +122,16 @@ OmegaConf.register_new_resolver("recurl_output_subdir", output_subdir_for, repla
 
 def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
     """Everything before training: a new run in ``new_run_dir``, or, with ``resume``, the saved run with
-    ``overrides`` (the command line's) applied, restored from its checkpoint. Returns (cfg, run_dir, envs, agent)."""
+    ``overrides`` (the command line's) applied, restored from its checkpoint; ``existing`` says what happens when
+    ``new_run_dir`` already holds a run. Returns (cfg, run_dir, envs, agent), or None when that run is finished."""
     if cfg.resume is None:
-        if holds_a_run(new_run_dir):
-            raise ValueError(
-                f"{new_run_dir} already holds a run; continue it with resume={new_run_dir}, or choose another folder"
-            )
-        return cfg, new_run_dir, *setup(cfg)
-    run_dir, checkpoint = resolve_resume(str(cfg.resume))
+        found = existing_run(new_run_dir, cfg.existing, positive_int(cfg, "total_steps"))
+        if found == "finished":
+            print(f"recurl.train: {new_run_dir} already finished ({cfg.total_steps} steps)", file=sys.stderr)
+            return None
+        if found == "new":
+            return cfg, new_run_dir, *setup(cfg)
+    run_dir, checkpoint = resolve_resume(str(cfg.resume or new_run_dir))
     cfg = resumed_config(checkpoint, overrides)
     envs, agent = setup(cfg)
     load_into(checkpoint, envs, agent)
@@ -141,10 +143,13 @@ def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     try:
-        cfg, run_dir, envs, agent = prepare(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
+        prepared = prepare(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
     except ValueError as error:
         print(f"recurl.train: error: {error}", file=sys.stderr)
         sys.exit(2)
+    if prepared is None:
+        return
+    cfg, run_dir, envs, agent = prepared
     code = run(cfg, run_dir, envs, agent)
     if code:  # sys.exit(0) would end a Hydra multirun after its first job
         sys.exit(code)
