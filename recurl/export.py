@@ -115,6 +115,13 @@ def _quiet():
         logger.setLevel(level)
 
 
+def _root_cause(error: BaseException) -> str:
+    """The first line of the innermost cause: torch.onnx's own message is a page of advice around it."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error).strip().splitlines()[0]
+
+
 def export_onnx(policy: Policy, path: Path, checkpoint: Path | None = None) -> ExportedPolicy:
     """Write ``policy``'s stepwise form to ``path`` (replaced only once the new file is checked)."""
     check_extra()
@@ -125,13 +132,17 @@ def export_onnx(policy: Policy, path: Path, checkpoint: Path | None = None) -> E
     example = step.example_inputs(2)
     batch = torch.export.Dim("batch")
     metadata = describe(step, policy, checkpoint)
-    with _quiet():
-        program = torch.onnx.export(
-            step, example, dynamo=True, verbose=False, external_data=False,
-            input_names=[spec.name for spec in step.input_specs],
-            output_names=[spec.name for spec in step.output_specs],
-            dynamic_shapes=(tuple({0: batch} for _ in example),),
-        )
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                step, example, dynamo=True, verbose=False, external_data=False,
+                input_names=[spec.name for spec in step.input_specs],
+                output_names=[spec.name for spec in step.output_specs],
+                dynamic_shapes=(tuple({0: batch} for _ in example),),
+            )
+    except torch.onnx.errors.OnnxExporterError as error:
+        memory = policy.config.memory.name
+        raise ValueError(f"memory {memory} cannot be exported to ONNX: {_root_cause(error)}") from None
     program.model.metadata_props[METADATA_KEY] = json.dumps(metadata)
     program.model.doc_string = f"recurl stepwise policy of {metadata['env']['id']}; metadata key {METADATA_KEY!r}"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +178,7 @@ def check_against_torch(step: PolicyStep, path: Path, label: str, steps: int = 3
                 want.numpy(), have, rtol=1e-4, atol=1e-5, equal_nan=True
             )
             if not close:
-                raise ExportMismatchError(f"{label}: output {spec.name} of onnxruntime differs from torch's at step {t}")
+                raise ExportMismatchError(f"{label}: onnxruntime's {spec.name} differs from torch's at step {t}")
         inputs[state_at:] = expected[2:]
 
 

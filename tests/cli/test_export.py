@@ -16,6 +16,7 @@ from recurl.agents.q_network import FlatActions
 from recurl.envs.encoding import make_encoder
 from recurl.export import export_onnx, initial_state, main
 from recurl.memory import MEMORIES
+from recurl.memory.mlp import MLP
 from recurl.onnx_graph import EnvAction, observation_inputs, observation_leaves
 from recurl.train import train
 
@@ -200,6 +201,15 @@ def test_the_cli_writes_a_file_and_refuses_what_it_cannot_export(exported, tmp_p
     corrupt.write_bytes((run / "checkpoints" / "final.pt").read_bytes()[:300])
     assert "is corrupt or not a recurl checkpoint" in refused(str(run), "--out", str(out), "--checkpoint", str(corrupt))
     assert refused(str(run), "--out", str(tmp_path)).endswith("is a folder; give a file name such as policy.onnx")
+    written = out.read_bytes()
+
+    def untranslatable_step(self, x, state, reset):  # torch.onnx translates no exp of complex numbers
+        return self.net(torch.exp(torch.complex(x, x)).real), ()
+
+    monkeypatch.setattr(MLP, "step", untranslatable_step)
+    line = refused(str(run), "--out", str(out))
+    assert line.startswith("recurl.export: error: memory mlp cannot be exported to ONNX: ") and "\n" not in line
+    assert out.read_bytes() == written
     monkeypatch.setattr("recurl.export.EXTRA_MODULES", ("onnx", "onnxruntime_is_not_installed"))
     assert refused(str(run), "--out", str(out)) == (
         "recurl.export: error: exporting needs the [export] extra (onnxruntime_is_not_installed missing): "
