@@ -115,12 +115,12 @@ def observation_inputs(obs: Any, batched: bool = False, name: str = "obs") -> di
     """The observation inputs of a gymnasium observation: one array per leaf, named as ``observation_leaves`` names
     them, with a batch dimension of 1 added unless ``batched`` (a vector env's observations). Strings (a MiniGrid
     mission) are left out."""
+    if isinstance(obs, str) or (isinstance(obs, tuple) and obs and all(isinstance(item, str) for item in obs)):
+        return {}  # a mission, or a vector env's tuple of missions
     if isinstance(obs, dict):
         return {k: v for key, sub in obs.items() for k, v in observation_inputs(sub, batched, f"{name}.{key}").items()}
-    if isinstance(obs, tuple) and not (obs and isinstance(obs[0], str)):
+    if isinstance(obs, tuple):
         return {k: v for i, sub in enumerate(obs) for k, v in observation_inputs(sub, batched, f"{name}.{i}").items()}
-    if isinstance(obs, str) or (isinstance(obs, tuple) and isinstance(obs[0], str)):
-        return {}
     array = np.asarray(obs)
     return {name: array if batched else array[None]}
 
