@@ -62,6 +62,14 @@ def assert_same(got: np.ndarray, want: np.ndarray) -> None:
         np.testing.assert_array_equal(got, want)
 
 
+def assert_close_states(got: np.ndarray, want: np.ndarray) -> None:
+    """fp32 tolerance, relative to the state's scale: each side carries its own state, so the rounding differences
+    of a step add up over an episode, more so where the state grows (LRU's |lambda| near 1 keeps values near 10)."""
+    finite = np.isfinite(want)
+    scale = max(1.0, float(np.abs(want[finite]).max(initial=0.0)))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
+
+
 @pytest.mark.parametrize("name", RUNS)
 def test_the_file_acts_and_remembers_as_the_live_policy(exported, onnxruntime, name):
     """Several episodes on a vector env of raw observations, resets fed at each episode's first observation: the same
@@ -85,7 +93,7 @@ def test_the_file_acts_and_remembers_as_the_live_policy(exported, onnxruntime, n
         assert_same(env_action, action)
         state = dict(zip(state, next_state))
         for i, part in enumerate(live["memory"].values()):
-            np.testing.assert_allclose(state[f"state_{i}"], part.numpy(), rtol=1e-4, atol=1e-5)
+            assert_close_states(state[f"state_{i}"], part.numpy())
         if "prev_action" in state:
             assert_same(state["prev_action"], live["prev_action"].numpy())
         obs, reward, terminated, truncated, _ = envs.step(env_action)
