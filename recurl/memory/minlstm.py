@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from recurl.kernels import minlstm_scan_triton
 from recurl.memory.cell import positive_activation
 from recurl.memory.linear_recurrence import LinearRecurrentCell
 
@@ -26,6 +27,4 @@ class MinLSTM(LinearRecurrentCell):
         return f / total, i / total * positive_activation(candidate)
 
     def fused_scan(self, z: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-        from recurl.kernels.minlstm_triton import minlstm_scan_triton  # on first use: triton is optional
-
         return minlstm_scan_triton(z, resets, h0)

@@ -10,9 +10,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the kernels' definition
 pytest.importorskip("triton")
 
-from recurl.kernels import linear_scan  # noqa: E402
-from recurl.kernels.mingru_triton import mingru_scan_triton  # noqa: E402
-from recurl.kernels.minlstm_triton import minlstm_scan_triton  # noqa: E402
+from recurl.kernels import linear_scan, mingru_scan_triton, minlstm_scan_triton  # noqa: E402
 from recurl.memory import MEMORIES  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,7 +1,8 @@
 """Compile every Triton kernel for a GPU ahead of time, on a machine without one.
 
-``python -m recurl.kernels.compile_check [--arch 90]`` builds each kernel (forward and backward, float32 and bfloat16
-inputs, the default tile) down to a cubin for that compute capability and prints its registers and spill stack.
+``python tools/compile_check.py [--arch 90]`` (a CI tool, not part of the installed package) builds each kernel
+(forward and backward, float32 and bfloat16 inputs, the default tile) down to a cubin for that compute capability and
+prints its registers and spill stack.
 The interpreter that runs the kernel tests on CPU executes them as numpy code; it does not type-check them the way
 the compiler does, nor say whether they fit in registers. Exit status 1 if a kernel spills. Must run without
 ``TRITON_INTERPRET`` (the kernels are then plain functions, not compilable ones).
@@ -21,7 +22,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from recurl.kernels.scan_triton import tile_config
+from recurl.kernels.triton_common import tile_config
 
 POINTER_TYPES = {"float32": "*fp32", "bfloat16": "*bf16"}
 
@@ -32,13 +33,15 @@ FLOAT32_STATES = {"h0_ptr", "dh0_ptr", "m0_ptr", "u0_ptr", "w0_ptr", "du0_ptr", 
 
 def kernel_modules():
     """(name, the module's (forward, backward) kernels, constexprs other than the defaults) per kernel family."""
-    from recurl.kernels import attention_scan_triton, mingru_triton, minlstm_triton, scan_triton
+    from recurl.kernels.attention_scan import triton_scan as attention
+    from recurl.kernels.gated_scan import triton_scan as gated
+    from recurl.kernels.gated_scan.triton_cells import CELLS
+    from recurl.kernels.linear_scan import triton_scan as linear
 
     return [
-        ("linear_scan", scan_triton.KERNELS, {}),
-        ("mingru", mingru_triton.KERNELS, {}),
-        ("minlstm", minlstm_triton.KERNELS, {}),
-        ("attention_scan", attention_scan_triton.KERNELS, {"BLOCK_D": 64, "CHUNK": 16}),  # heads of 64 channels
+        ("linear_scan", linear.KERNELS, {}),
+        *((cell, gated.KERNELS, {"CELL": cell_id, "P": projections}) for cell, (cell_id, projections) in CELLS.items()),
+        ("attention_scan", attention.KERNELS, {"BLOCK_D": 64, "CHUNK": 16}),  # heads of 64 channels
     ]
 
 
@@ -78,7 +81,7 @@ def resource_usage(cubin: bytes) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recurl.kernels.compile_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/compile_check.py", description=__doc__.split("\n")[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200)")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
