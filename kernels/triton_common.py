@@ -13,6 +13,9 @@ Zero gates. ``a_t == 0`` cuts the past off: ``h_t = b_t`` even if ``h_{t-1}`` is
 is a product, and a combined gate of 0 is read as a cut; a product of nonzero gates that underflows float32 (below
 ~1e-38) is therefore cut too. That drops a term ``product * state`` that is that small anyway; with ``chunk=1`` no
 products are formed and a kernel follows the reference step by step.
+
+Offsets. A ``[B, T, D]`` tensor may hold more than 2^31 elements, so indices that are multiplied by a stride are
+int64: ``program_block`` returns the sequence index as int64, and every offset computed from it is int64 too.
 """
 
 from __future__ import annotations
@@ -65,9 +68,18 @@ def scan_tile(a, b, h, rows, CHUNK: tl.constexpr):
 
 
 @triton.jit
+def program_block(D, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
+    """This program's sequence (program id 0; int64, as offsets computed from it must be), its ``BLOCK_D`` channels
+    (the slice program id 1 picks, and which of them are < D) and the row indices of a tile."""
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    return tl.program_id(0).to(tl.int64), cols, cols < D, tl.arange(0, CHUNK)
+
+
+@triton.jit
 def initial_state(h0_ptr, pid_b, cols, col_ok, D,
                   HAS_H0: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
-    """This program's channels of ``h0`` (row ``pid_b`` of a ``[B, D]`` tensor), or zeros when there is none."""
+    """This program's channels of ``h0`` (row ``pid_b``, an int64, of a ``[B, D]`` tensor), or zeros when there is
+    none."""
     if HAS_H0:
         h = tl.load(h0_ptr + pid_b * D + cols, mask=col_ok, other=0.0).to(ACC)
     else:

@@ -68,7 +68,7 @@ def _forward_kernel(
     score_ptr, value_ptr, reset_ptr, m0_ptr, u0_ptr, w0_ptr, o_ptr, m_ptr, u_ptr, T, H, D,
     ACC: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_b, pid_h = tl.program_id(0), tl.program_id(1)
+    pid_b, pid_h = tl.program_id(0).to(tl.int64), tl.program_id(1)  # offsets from pid_b may pass 2^31
     cols = tl.arange(0, BLOCK_D)
     col_ok = cols < D
     rows = tl.arange(0, CHUNK)
@@ -81,7 +81,7 @@ def _forward_kernel(
         t = t0 + rows
         row_ok = t < T
         has_prev = row_ok & (rows > 0)  # row t - 1 is in this tile; for the first row m_{t-1} is the carried m
-        step = pid_b.to(tl.int64) * T + t  # index of (b, t) in [B, T]
+        step = pid_b * T + t  # index of (b, t) in [B, T]
         item = step * H + pid_h  # index of (b, t, h) in [B, T, H]
         s = tl.load(score_ptr + item, mask=row_ok, other=-float("inf")).to(ACC)
         reset = tl.load(reset_ptr + step, mask=row_ok, other=0).to(tl.int32)
@@ -109,7 +109,7 @@ def _backward_kernel(
     score_ptr, value_ptr, reset_ptr, m0_ptr, m_ptr, u_ptr, o_ptr, do_ptr, du_ptr, ds_ptr, dv_ptr, du0_ptr, dw0_ptr,
     T, H, D, ACC: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_b, pid_h = tl.program_id(0), tl.program_id(1)
+    pid_b, pid_h = tl.program_id(0).to(tl.int64), tl.program_id(1)  # offsets from pid_b may pass 2^31
     cols = tl.arange(0, BLOCK_D)
     col_ok = cols < D
     rows = tl.arange(0, CHUNK)
@@ -121,7 +121,7 @@ def _backward_kernel(
         t = T - 1 - k - rows  # the tile's rows run backwards in time
         row_ok = t >= 0
         has_next = row_ok & (t < T - 1)
-        step = pid_b.to(tl.int64) * T + t
+        step = pid_b * T + t
         item = step * H + pid_h
         ok = row_ok[:, None] & col_ok[None, :]
         tile = item[:, None] * D + cols[None, :]
@@ -143,8 +143,8 @@ def _backward_kernel(
         ds = weight * (tl.reduce(v * r_tile, 1, add)[:, None] - s_tile)
         tl.store(ds_ptr + item[:, None], ds.to(ds_ptr.dtype.element_ty), mask=row_ok[:, None])
     # r and s_acc are now R_0 and S_0; c_0 links them to the initial state.
-    m_first = tl.load(m_ptr + pid_b.to(tl.int64) * T * H + pid_h).to(ACC)
-    reset_first = tl.load(reset_ptr + pid_b.to(tl.int64) * T) != 0
+    m_first = tl.load(m_ptr + pid_b * T * H + pid_h).to(ACC)
+    reset_first = tl.load(reset_ptr + pid_b * T) != 0
     c0 = tl.where(reset_first, 0.0, tl.exp(tl.load(m0_ptr + head).to(ACC) - m_first))
     tl.store(dw0_ptr + head * D + cols, tl.where(c0 == 0, 0.0, c0 * r).to(dw0_ptr.dtype.element_ty), mask=col_ok)
     tl.store(du0_ptr + head + one, tl.where(c0 == 0, 0.0, -c0 * s_acc).to(du0_ptr.dtype.element_ty))

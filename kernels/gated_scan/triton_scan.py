@@ -23,7 +23,7 @@ import triton.language as tl
 
 from recurl.kernels.gated_scan.triton_cells import CELLS, gate, gate_grads, gates
 from recurl.kernels.triton_common import (
-    ACCUMULATOR, check_inputs, device_guard, initial_state, scan_tile, tile_config,
+    ACCUMULATOR, check_inputs, device_guard, initial_state, program_block, scan_tile, tile_config,
 )
 
 
@@ -32,14 +32,11 @@ def _forward_kernel(
     z_ptr, reset_ptr, h0_ptr, h_ptr, T, D, CELL: tl.constexpr,
     P: tl.constexpr, HAS_H0: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_b, pid_d = tl.program_id(0), tl.program_id(1)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    col_ok = cols < D
-    rows = tl.arange(0, CHUNK)
+    pid_b, cols, col_ok, rows = program_block(D, BLOCK_D, CHUNK)
     h = initial_state(h0_ptr, pid_b, cols, col_ok, D, HAS_H0, ACC, BLOCK_D)
     for t0 in range(0, T, CHUNK):
         t = t0 + rows
-        step = pid_b.to(tl.int64) * T + t  # index of (b, t) in [B, T]
+        step = pid_b * T + t  # index of (b, t) in [B, T]
         ok = (t[:, None] < T) & col_ok[None, :]
         a, b = gates(z_ptr, step[:, None] * (P * D) + cols[None, :], D, ok, ACC, CELL)
         reset = tl.load(reset_ptr + step, mask=t < T, other=0) != 0
@@ -63,15 +60,12 @@ def _backward_kernel(
     z_ptr, reset_ptr, h0_ptr, h_ptr, dh_ptr, dz_ptr, dh0_ptr, T, D, CELL: tl.constexpr,
     P: tl.constexpr, HAS_H0: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_b, pid_d = tl.program_id(0), tl.program_id(1)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    col_ok = cols < D
-    rows = tl.arange(0, CHUNK)
+    pid_b, cols, col_ok, rows = program_block(D, BLOCK_D, CHUNK)
     h0 = initial_state(h0_ptr, pid_b, cols, col_ok, D, HAS_H0, ACC, BLOCK_D)
     g = tl.full([BLOCK_D], 0.0, ACC)  # g_T = 0: nothing after the end
     for k in range(0, T, CHUNK):
         t = T - 1 - k - rows  # the tile's rows run backwards in time
-        step = pid_b.to(tl.int64) * T + t
+        step = pid_b * T + t
         ok = (t[:, None] >= 0) & col_ok[None, :]
         # g_t = where(a_{t+1} == 0, dh_t, a_{t+1} g_{t+1} + dh_t): the forward scan with gates shifted by one step;
         # a_{t+1} = 1 past either end is harmless at t = T - 1 (g_T = 0) and carries g_0 through padding rows (t < 0).
@@ -85,7 +79,7 @@ def _backward_kernel(
         grad_a = tl.where(a == 0, 0.0, g_tile * h_prev)  # a cut step does not depend on its gate
         gate_grads(z_ptr, dz_ptr, step[:, None] * (P * D) + cols[None, :], D, ok, ACC, CELL, grad_a, g_tile)
     if HAS_H0:  # g is now g_0
-        first = pid_b.to(tl.int64) * T
+        first = pid_b * T
         a0 = gate(z_ptr, first * (P * D) + cols, D, col_ok, ACC, CELL)
         a0 = tl.where(tl.load(reset_ptr + first) != 0, 0.0, a0)
         tl.store(dh0_ptr + pid_b * D + cols, tl.where(a0 == 0, 0.0, g * a0).to(dh0_ptr.dtype.element_ty), mask=col_ok)

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from recurl.kernels.triton_common import (
-    ACCUMULATOR, check_inputs, device_guard, initial_state, scan_tile, tile_config,
+    ACCUMULATOR, check_inputs, device_guard, initial_state, program_block, scan_tile, tile_config,
 )
 
 
@@ -29,15 +29,11 @@ def _scan_fwd_kernel(
     a_ptr, b_ptr, h0_ptr, h_ptr, T, D,
     HAS_H0: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_b, pid_d = tl.program_id(0), tl.program_id(1)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    col_ok = cols < D
-    rows = tl.arange(0, CHUNK)
-    seq = pid_b.to(tl.int64) * T * D  # start of this program's sequence
+    pid_b, cols, col_ok, rows = program_block(D, BLOCK_D, CHUNK)
     h = initial_state(h0_ptr, pid_b, cols, col_ok, D, HAS_H0, ACC, BLOCK_D)
     for t0 in range(0, T, CHUNK):
         t = t0 + rows
-        offs = seq + t[:, None] * D + cols[None, :]
+        offs = (pid_b * T + t)[:, None] * D + cols[None, :]  # (b, t, channel) in [B, T, D]; int64 as pid_b is
         ok = (t[:, None] < T) & col_ok[None, :]
         a = tl.load(a_ptr + offs, mask=ok, other=1.0).to(ACC)  # padding a = 1, b = 0 carries the state unchanged
         b = tl.load(b_ptr + offs, mask=ok, other=0.0).to(ACC)
@@ -50,16 +46,12 @@ def _scan_bwd_kernel(
     a_ptr, h_ptr, h0_ptr, dh_ptr, da_ptr, db_ptr, dh0_ptr, T, D,
     HAS_H0: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_b, pid_d = tl.program_id(0), tl.program_id(1)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    col_ok = cols < D
-    rows = tl.arange(0, CHUNK)
-    seq = pid_b.to(tl.int64) * T * D
+    pid_b, cols, col_ok, rows = program_block(D, BLOCK_D, CHUNK)
     h0 = initial_state(h0_ptr, pid_b, cols, col_ok, D, HAS_H0, ACC, BLOCK_D)
     g = tl.full([BLOCK_D], 0.0, ACC)  # g_T = 0: nothing after the end
     for k in range(0, T, CHUNK):
         t = T - 1 - k - rows  # the tile's rows run backwards in time
-        offs = seq + t[:, None] * D + cols[None, :]
+        offs = (pid_b * T + t)[:, None] * D + cols[None, :]
         ok = (t[:, None] >= 0) & col_ok[None, :]
         # g_t = where(a_{t+1} == 0, dh_t, a_{t+1} g_{t+1} + dh_t): the forward scan with gates shifted by one step.
         # a_{t+1} = 1 past either end is harmless at t = T - 1 (g_T = 0) and carries g_0 through padding rows (t < 0).
@@ -73,7 +65,7 @@ def _scan_bwd_kernel(
         tl.store(da_ptr + offs, da.to(da_ptr.dtype.element_ty), mask=ok)
         tl.store(db_ptr + offs, g_tile.to(db_ptr.dtype.element_ty), mask=ok)
     if HAS_H0:  # g is now g_0
-        a0 = tl.load(a_ptr + seq + cols, mask=col_ok, other=0.0).to(ACC)
+        a0 = tl.load(a_ptr + pid_b * T * D + cols, mask=col_ok, other=0.0).to(ACC)
         tl.store(dh0_ptr + pid_b * D + cols, tl.where(a0 == 0, 0.0, g * a0).to(dh0_ptr.dtype.element_ty), mask=col_ok)
 
 
