@@ -13,10 +13,12 @@ minGRU, ``z = [k, c]`` (update and candidate pre-activations): ``a = sigmoid(-k)
 with ``gb`` and ``ga`` the gradients of b and a: ``dc = gb (1 - a) g'(c)`` and ``dk = -a (1 - a) (ga - gb g(c))``
 (b depends on k through a).
 
-minLSTM, ``z = [x_f, x_i, c]``: ``f = sigmoid(x_f)``, ``i = sigmoid(x_i)``, ``a = f / (f + i)``, ``b = (1 - a) g(c)``.
-Backward, with ``A = ga - gb g(c)`` the whole gradient reaching a: ``dc = gb (1 - a) g'(c)``,
-``dx_f = A a (1 - a) (1 - f)``, ``dx_i = -A a (1 - a) (1 - i)`` (from ``da/df = i / (f + i)^2``,
-``da/di = -f / (f + i)^2`` and ``sigmoid' = s (1 - s)``).
+minLSTM, ``z = [x_f, x_i, c]``: the normalised gates ``f / (f + i)`` and ``i / (f + i)`` (``f = sigmoid(x_f)``,
+``i = sigmoid(x_i)``) in log space, as ``recurl/memory/minlstm.py`` computes them: with
+``r = logsigmoid(x_f) - logsigmoid(x_i)``, ``a = sigmoid(r)`` and ``b = sigmoid(-r) g(c)`` (no 0 / 0 when both
+sigmoids underflow). Backward, with ``A = ga - gb g(c)`` the whole gradient reaching a and ``a' = sigmoid(-r)``
+(= 1 - a): ``dc = gb a' g'(c)``, ``dx_f = A a a' sigmoid(-x_f)``, ``dx_i = -A a a' sigmoid(-x_i)`` (from
+``da/dr = a (1 - a)`` and ``logsigmoid'(x) = sigmoid(-x)``).
 """
 
 from __future__ import annotations
@@ -48,9 +50,16 @@ def _load(z_ptr, offs, mask, ACC: tl.constexpr):
 
 
 @triton.jit
-def _forget_keep(z_ptr, offs, D, mask, ACC: tl.constexpr):
-    """minLSTM's f and i."""
-    return sigmoid(_load(z_ptr, offs, mask, ACC)), sigmoid(_load(z_ptr, offs + D, mask, ACC))
+def logsigmoid(x):
+    """log(sigmoid(x)) without underflow: min(x, 0) - log(1 + exp(-|x|))."""
+    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _log_ratio(z_ptr, offs, D, mask, ACC: tl.constexpr):
+    """minLSTM's log(f / i) from the pre-activations ``x_f``, ``x_i``, and the two."""
+    x_f, x_i = _load(z_ptr, offs, mask, ACC), _load(z_ptr, offs + D, mask, ACC)
+    return logsigmoid(x_f) - logsigmoid(x_i), x_f, x_i
 
 
 @triton.jit
@@ -58,8 +67,8 @@ def gate(z_ptr, offs, D, mask, ACC: tl.constexpr, CELL: tl.constexpr):
     if CELL == MINGRU:
         a = sigmoid(-_load(z_ptr, offs, mask, ACC))
     else:
-        f, i = _forget_keep(z_ptr, offs, D, mask, ACC)
-        a = f / (f + i)
+        r, _, _ = _log_ratio(z_ptr, offs, D, mask, ACC)
+        a = sigmoid(r)
     return a
 
 
@@ -75,9 +84,14 @@ def _candidate(z_ptr, offs, D, mask, ACC: tl.constexpr, CELL: tl.constexpr):
 
 @triton.jit
 def gates(z_ptr, offs, D, mask, ACC: tl.constexpr, CELL: tl.constexpr):
-    a = gate(z_ptr, offs, D, mask, ACC, CELL)
     candidate, _ = _candidate(z_ptr, offs, D, mask, ACC, CELL)
-    return a, (1.0 - a) * candidate
+    if CELL == MINGRU:
+        a = gate(z_ptr, offs, D, mask, ACC, CELL)
+        keep = 1.0 - a
+    else:
+        r, _, _ = _log_ratio(z_ptr, offs, D, mask, ACC)
+        a, keep = sigmoid(r), sigmoid(-r)
+    return a, keep * candidate
 
 
 @triton.jit
@@ -89,9 +103,9 @@ def gate_grads(z_ptr, dz_ptr, offs, D, mask, ACC: tl.constexpr, CELL: tl.constex
         tl.store(dz_ptr + offs, (-a * (1.0 - a) * (grad_a - grad_b * candidate)).to(out), mask=mask)
         tl.store(dz_ptr + offs + D, (grad_b * (1.0 - a) * slope).to(out), mask=mask)
     else:
-        f, i = _forget_keep(z_ptr, offs, D, mask, ACC)
-        a = f / (f + i)
-        through_a = (grad_a - grad_b * candidate) * a * (1.0 - a)
-        tl.store(dz_ptr + offs, (through_a * (1.0 - f)).to(out), mask=mask)
-        tl.store(dz_ptr + offs + D, (-through_a * (1.0 - i)).to(out), mask=mask)
-        tl.store(dz_ptr + offs + 2 * D, (grad_b * (1.0 - a) * slope).to(out), mask=mask)
+        r, x_f, x_i = _log_ratio(z_ptr, offs, D, mask, ACC)
+        a, keep = sigmoid(r), sigmoid(-r)
+        through_r = (grad_a - grad_b * candidate) * a * keep
+        tl.store(dz_ptr + offs, (through_r * sigmoid(-x_f)).to(out), mask=mask)
+        tl.store(dz_ptr + offs + D, (-through_r * sigmoid(-x_i)).to(out), mask=mask)
+        tl.store(dz_ptr + offs + 2 * D, (grad_b * keep * slope).to(out), mask=mask)

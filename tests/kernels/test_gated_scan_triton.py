@@ -110,6 +110,21 @@ def test_reset_cuts_off_inf_and_nan(name):
     torch.testing.assert_close(grad_z[:, 20:], clean[1].cpu())
 
 
+def test_minlstm_with_both_pre_activations_far_below_zero_is_finite():
+    """f / (f + i) would be 0 / 0 where both sigmoids underflow float32; the kernel's log-space gates give 1/2, in
+    value and gradient as the torch path (computed in float64, where nothing underflows)."""
+    cell = _cell("minlstm", 5, torch.float32)
+    z, resets, h0, weight = _inputs(cell, 2, 21)
+    z[:, :, [0, 2, 4, 5, 7, 9]] = -100  # forget and input pre-activations of channels 0, 2 and 4 (slices of 5)
+    fused = _value_and_grads(cell.fused_scan, z, resets, h0, weight, torch.float32, DEVICE)
+    expected = _value_and_grads(
+        lambda z, r, h0: _unfused(_cell("minlstm", 5).cpu(), z, r, h0), z, resets, h0, weight, torch.float64, "cpu"
+    )
+    for got, want in zip(fused, expected, strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.cpu().double(), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", CELLS)
 def test_layer_uses_the_fused_kernel_and_matches_its_step_loop(name, monkeypatch):
     cell = _cell(name, 5)
