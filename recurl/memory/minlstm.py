@@ -7,8 +7,9 @@
 The normalisation keeps the state's scale independent of time. A linear recurrence with a_t = f'_t, b_t = i'_t h~_t.
 
 The normalised gates are computed in log space, f'_t = sigmoid(log f_t - log i_t) and i'_t = sigmoid(log i_t - log f_t)
-with log f_t = logsigmoid(W_f x_t): the same values up to rounding, but f / (f + i) is 0 / 0 = NaN, in value and gradient, once both
-sigmoids underflow (pre-activations below about -88 in float32), where the log-space form still gives their ratio.
+with log f_t = logsigmoid(W_f x_t): the same values up to rounding, but f / (f + i) is 0 / 0 = NaN, in value and
+gradient, once both sigmoids underflow (pre-activations below about -88 in float32), where the log-space form still
+gives their ratio.
 """
 
 from __future__ import annotations
