@@ -1,11 +1,12 @@
 """Linear recurrence h_t = a_t * h_{t-1} + b_t as a chunked scan in pure torch (any device).
 
 Time is cut into chunks of ``C`` steps (a free view of ``[B, T, D]`` as ``[B, T / C, C, D]``). A short loop over the
-``C`` positions updates every chunk at once: it yields each position's state as if its chunk had started from zero,
-and the running product of the gates. The states at the chunk ends form a shorter recurrence of the same kind, solved
-recursively, and one broadcast multiply-add folds each chunk's incoming state in. That is about ``C + T / C`` small
-launches instead of ``T``, all in linear space: no logs (gates may be 0) and no division by running products (they
-underflow).
+``C`` positions updates every chunk at once, twice. The first pass keeps only two ``[B, T / C, D]`` running values:
+each chunk's exit state as if it had started from zero, and the product of its gates. Those form a shorter recurrence
+of the same kind, over the chunks, solved recursively: it gives each chunk's true entry state. The second pass runs
+the recurrence itself, every chunk from its entry state, and writes the output. That is about ``3 C + T / C`` small
+launches instead of ``T``, one ``[B, T, D]`` allocation (the output), all in linear space: no logs (gates may be 0)
+and no division by running products (they underflow).
 
 A zero gate must cut off the past even when it is inf or NaN (``0 * inf`` is NaN). The fast path multiplies
 plainly, which is exact whenever the result is finite; when it is not, the scan is redone with ``torch.where`` cuts
@@ -25,61 +26,58 @@ import torch
 _LOOP_MAX_LEN = 32
 
 
-def _scan_loop(
-    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool, reverse: bool, with_decay: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sequential scan over dim -2 of ``a``, ``b`` ``[..., T, D]`` from ``h0`` ``[..., D]`` (from the last step
-    backwards if ``reverse``).
+def _steps(*tensors: torch.Tensor, reverse: bool) -> list:
+    """The time steps (dim -2) of ``[..., T, D]`` tensors, zipped, last first if ``reverse``. Unbound once:
+    per-step indexing would cost more Python time than the small multiply-adds themselves."""
+    steps = list(zip(*(x.unbind(-2) for x in tensors)))
+    return steps[::-1] if reverse else steps
 
-    Returns the states and, if asked, the running products of the gates (what a zero initial state is multiplied by).
-    """
+
+def _scan_loop(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool, reverse: bool) -> torch.Tensor:
+    """Sequential scan over dim -2 of ``a``, ``b`` ``[..., T, D]`` from ``h0`` ``[..., D]`` (from the last step
+    backwards if ``reverse``)."""
     out = torch.empty_like(b)
-    decay = torch.empty_like(a) if with_decay else None
-    prev_h, prev_decay = h0, torch.ones_like(h0)
-    # unbind once: per-step indexing would cost more Python time than the small multiply-adds themselves
-    decays = decay.unbind(-2) if with_decay else [None] * a.shape[-2]
-    steps = list(zip(a.unbind(-2), b.unbind(-2), out.unbind(-2), decays))
-    for a_t, b_t, out_t, decay_t in reversed(steps) if reverse else steps:
-        torch.addcmul(b_t, a_t, prev_h, out=out_t)
+    prev = h0
+    for a_t, b_t, out_t in _steps(a, b, out, reverse=reverse):
+        torch.addcmul(b_t, a_t, prev, out=out_t)
+        if careful:
+            torch.where(a_t == 0, b_t, out_t, out=out_t)
+        prev = out_t
+    return out
+
+
+def _chunk_exits(a: torch.Tensor, b: torch.Tensor, careful: bool, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """For chunks ``[B, N, C, D]``: the product of each chunk's gates and its exit state from a zero entry, both
+    ``[B, N, D]``, kept in place rather than for every step."""
+    decay, exit_state = torch.ones_like(a[..., 0, :]), torch.zeros_like(b[..., 0, :])
+    for a_t, b_t in _steps(a, b, reverse=reverse):
+        torch.addcmul(b_t, a_t, exit_state, out=exit_state)
+        decay.mul_(a_t)
         if careful:
             cut = a_t == 0
-            torch.where(cut, b_t, out_t, out=out_t)
-        if with_decay:
-            torch.mul(prev_decay, a_t, out=decay_t)
-            if careful:
-                decay_t.masked_fill_(cut, 0.0)
-            prev_decay = decay_t
-        prev_h = out_t
-    return out, decay
+            torch.where(cut, b_t, exit_state, out=exit_state)
+            decay.masked_fill_(cut, 0.0)
+    return decay, exit_state
 
 
 def _scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, careful: bool, reverse: bool) -> torch.Tensor:
     batch, length, dim = b.shape
     if length <= _LOOP_MAX_LEN:
-        return _scan_loop(a, b, h0, careful, reverse)[0]
+        return _scan_loop(a, b, h0, careful, reverse)
     size = 1 << round(math.log2(math.sqrt(length)))
     chunks = -(-length // size)
     pad = chunks * size - length
     if pad:  # a = 1, b = 0 carries the state through unchanged; the padded tail is dropped at the end
         a = torch.cat([a, a.new_ones(batch, pad, dim)], dim=1)
         b = torch.cat([b, b.new_zeros(batch, pad, dim)], dim=1)
-    local, decay = _scan_loop(
-        a.unflatten(1, (chunks, size)), b.unflatten(1, (chunks, size)), b.new_zeros(batch, chunks, dim), careful,
-        reverse, with_decay=True,
-    )
-    # A chunk's exit is its last step, or its first when scanning backwards; its entry state is the previous
-    # chunk's exit, or the next one's.
-    exit_step = 0 if reverse else -1
-    ends = _scan(decay[:, :, exit_step], local[:, :, exit_step], h0, careful, reverse)
+    a, b = a.unflatten(1, (chunks, size)), b.unflatten(1, (chunks, size))
+    ends = _scan(*_chunk_exits(a, b, careful, reverse), h0, careful, reverse)
+    # A chunk's entry state is the previous chunk's exit, or the next one's when scanning backwards.
     if reverse:
-        starts = torch.cat([ends[:, 1:], h0[:, None]], dim=1)[:, :, None]
+        starts = torch.cat([ends[:, 1:], h0[:, None]], dim=1)
     else:
-        starts = torch.cat([h0[:, None], ends[:, :-1]], dim=1)[:, :, None]
-    if careful:
-        local += torch.where(decay == 0, 0.0, decay * starts)
-    else:
-        local.addcmul_(decay, starts)
-    return local.flatten(1, 2)[:, :length]
+        starts = torch.cat([h0[:, None], ends[:, :-1]], dim=1)
+    return _scan_loop(a, b, starts, careful, reverse).flatten(1, 2)[:, :length]
 
 
 def scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, reverse: bool = False) -> torch.Tensor:
