@@ -16,8 +16,10 @@ def linear_scan(
 ) -> torch.Tensor:
     """Compute ``h_t = a_t * h_{t-1} + b_t`` over dim 1 of ``[B, T, D]`` tensors, with ``h_{-1} = h0`` (zeros if None).
 
-    Differentiable in ``a``, ``b`` and ``h0``. A gate ``a_t == 0`` makes ``h_t = b_t`` exactly, whatever came before
-    (resets are folded into the gates this way; see ``reference.py``). Backends: ``"reference"`` (a loop over time,
+    Real or complex (complex64, complex128: FFM's and LRU's recurrences); differentiable in ``a``, ``b`` and ``h0``,
+    complex gradients in torch's convention (conjugate Wirtinger, as autograd of the reference loop gives them). A gate
+    ``a_t == 0`` makes ``h_t = b_t`` exactly, whatever came before (resets are folded into the gates this way; see
+    ``reference.py``). Backends: ``"reference"`` (a loop over time,
     the definition), ``"torch"`` (chunked, fast on any device), ``"triton"`` (fused kernels; CUDA tensors, or CPU
     under ``TRITON_INTERPRET=1``), ``"auto"`` (triton for CUDA tensors when it is installed, else torch).
     """

@@ -1,4 +1,4 @@
-"""Linear recurrence h_t = a_t * h_{t-1} + b_t as a chunked scan in pure torch (any device).
+"""Linear recurrence h_t = a_t * h_{t-1} + b_t as a chunked scan in pure torch (any device), real or complex.
 
 Time is cut into chunks of ``C`` steps (a free view of ``[B, T, D]`` as ``[B, T / C, C, D]``). A short loop over the
 ``C`` positions updates every chunk at once, twice. The first pass keeps only two ``[B, T / C, D]`` running values:
@@ -14,6 +14,9 @@ plainly, which is exact whenever the result is finite; when it is not, the scan 
 
 The backward pass is the same scan run backwards in time (``g_t = dh_t + a_{t+1} g_{t+1}``), so a custom
 ``autograd.Function`` stores only ``a``, the output and ``h0`` rather than every intermediate of the loop.
+
+Complex tensors run through the same code (torch's complex multiply-add, one kernel per step for both parts); the
+backward conjugates the gates and states it multiplies gradients by, as torch's complex autograd does.
 """
 
 from __future__ import annotations
@@ -84,9 +87,20 @@ def scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, reverse: bool = Fal
     """Scan of ``[B, T, D]`` tensors from state ``h0`` ``[B, D]`` (entering at t = T - 1 and running back to 0 if
     ``reverse``); builds no autograd graph."""
     h = _scan(a, b, h0, careful=False, reverse=reverse)
-    if not torch.isfinite(h.sum()):  # one read of h; a sum that merely overflows only costs the careful rescan
+    # One read of h (summed as real numbers: torch's complex sum on CPU is ~50x slower); a sum that merely overflows
+    # only costs the careful rescan.
+    if not torch.isfinite((torch.view_as_real(h) if h.is_complex() else h).sum()):
         h = _scan(a, b, h0, careful=True, reverse=reverse)
     return h
+
+
+def _mul_conj(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = x * conj(y)``. For complex ``y`` conj(y) is written into ``out`` and multiplied in place: torch.mul
+    with a conjugated view would first copy it into a temporary as large as ``y``."""
+    if y.is_complex():
+        torch.conj_physical(y, out=out)
+        return out.mul_(x)
+    return torch.mul(x, y, out=out)
 
 
 class _LinearScan(torch.autograd.Function):
@@ -101,15 +115,17 @@ class _LinearScan(torch.autograd.Function):
     def backward(ctx, grad_h: torch.Tensor):
         a, h, h0 = ctx.saved_tensors
         # g_t = dL/dh_t in total = grad_h_t + a_{t+1} g_{t+1}: the same recurrence, run backwards in time, with the
-        # gates shifted by one step (a_T = 0: nothing follows the end).
-        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
+        # gates shifted by one step (a_T = 0: nothing follows the end). For complex tensors every factor that
+        # multiplies a gradient is conjugated (torch's convention: gradients are conjugate Wirtinger derivatives);
+        # for real ones conj() is the tensor itself.
+        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1).conj_physical_()
         g = scan(a_next, grad_h, torch.zeros_like(h0), reverse=True)
-        grad_a = torch.empty_like(a)  # g_t * h_{t-1}
-        torch.mul(g[:, 1:], h[:, :-1], out=grad_a[:, 1:])
-        torch.mul(g[:, 0], h0, out=grad_a[:, 0])
+        grad_a = torch.empty_like(a)  # g_t * conj(h_{t-1})
+        _mul_conj(g[:, 1:], h[:, :-1], out=grad_a[:, 1:])
+        _mul_conj(g[:, 0], h0, out=grad_a[:, 0])
         cut = a == 0  # a cut gate has no dependence on the past, in value or in gradient
         grad_a.masked_fill_(cut, 0.0)
-        grad_h0 = torch.where(cut[:, 0], 0.0, g[:, 0] * a[:, 0])
+        grad_h0 = torch.where(cut[:, 0], 0.0, g[:, 0] * a[:, 0].conj())
         return grad_a, g, grad_h0
 
 

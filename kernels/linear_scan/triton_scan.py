@@ -10,7 +10,7 @@ The backward pass is one kernel of the same shape walking time in reverse (its t
 order): ``g_t = dh_t + a_{t+1} g_{t+1}``, then ``grad_b = g``, ``grad_a_t = g_t * h_{t-1}`` (re-read from the saved
 output, or ``h0`` at t = 0) and ``grad_h0 = g_0 * a_0``; a cut gate (``a_t == 0``) gets no gradient and passes none
 back. The state and ``g`` are accumulated in float32 (float64 for float64 inputs); loads and stores stay in the input
-dtype.
+dtype. Complex tensors run the kernels of ``triton_complex.py`` through the same autograd function.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from recurl.kernels.linear_scan import triton_complex
 from recurl.kernels.triton_common import (
     ACCUMULATOR, check_inputs, device_guard, initial_state, program_block, scan_tile, tile_config,
 )
@@ -72,36 +73,45 @@ def _scan_bwd_kernel(
 KERNELS = (_scan_fwd_kernel, _scan_bwd_kernel)
 
 
+#: The complex dtypes the kernels take (as their real views; see ``triton_complex.py``).
+COMPLEX = (torch.complex64, torch.complex128)
+
+
+def _planes(x: torch.Tensor) -> torch.Tensor:
+    """What a kernel reads: a complex tensor's real view (real and imaginary parts interleaved), a real one as is."""
+    return torch.view_as_real(x) if x.is_complex() else x
+
+
 class _LinearScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, h0, block_d, chunk, num_warps):
         batch, length, dim = b.shape
         h = torch.empty_like(b)
-        acc = ACCUMULATOR[b.dtype]
+        forward_kernel, ctx.backward_kernel = triton_complex.KERNELS if b.is_complex() else KERNELS
+        ctx.config = dict(HAS_H0=h0 is not None, ACC=ACCUMULATOR[_planes(b).dtype], BLOCK_D=block_d, CHUNK=chunk,
+                          num_warps=num_warps)
         if h.numel():
             with device_guard(b):
-                _scan_fwd_kernel[(batch, triton.cdiv(dim, block_d))](
-                    a, b, h0 if h0 is not None else b, h, length, dim,
-                    HAS_H0=h0 is not None, ACC=acc, BLOCK_D=block_d, CHUNK=chunk, num_warps=num_warps,
+                forward_kernel[(batch, triton.cdiv(dim, block_d))](
+                    *map(_planes, (a, b, h0 if h0 is not None else b, h)), length, dim, **ctx.config
                 )
         ctx.save_for_backward(a, h, h0)
-        ctx.config = (acc, block_d, chunk, num_warps)
         return h
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h):
         a, h, h0 = ctx.saved_tensors
-        acc, block_d, chunk, num_warps = ctx.config
         batch, length, dim = h.shape
-        grad_h = grad_h.to(h.dtype).contiguous()
+        grad_h = grad_h.to(h.dtype).resolve_conj().contiguous()
         grad_a, grad_b = torch.empty_like(a), torch.empty_like(h)
         grad_h0 = None if h0 is None else torch.zeros_like(h0)
         if h.numel():
             with device_guard(h):
-                _scan_bwd_kernel[(batch, triton.cdiv(dim, block_d))](
-                    a, h, h0 if h0 is not None else h, grad_h, grad_a, grad_b, grad_h0 if h0 is not None else h,
-                    length, dim, HAS_H0=h0 is not None, ACC=acc, BLOCK_D=block_d, CHUNK=chunk, num_warps=num_warps,
+                ctx.backward_kernel[(batch, triton.cdiv(dim, ctx.config["BLOCK_D"]))](
+                    *map(_planes, (a, h, h0 if h0 is not None else h, grad_h, grad_a, grad_b,
+                                   grad_h0 if h0 is not None else h)),
+                    length, dim, **ctx.config,
                 )
         return grad_a, grad_b, grad_h0, None, None, None
 
@@ -117,14 +127,16 @@ def linear_scan_triton(
 ) -> torch.Tensor:
     """Differentiable scan of ``[B, T, D]`` tensors with Triton; the output has the dtype of ``a`` and ``b``.
 
-    float16 and bfloat16 are stored as such and accumulated in float32. ``block_d`` (channels per program), ``chunk``
-    (time steps per tile; 1 = strictly sequential) and ``num_warps`` are tuning knobs (powers of two); see
-    ``tile_config`` for the defaults.
+    float16 and bfloat16 are stored as such and accumulated in float32; complex64 and complex128 run the complex
+    kernels. ``block_d`` (channels per program), ``chunk`` (time steps per tile; 1 = strictly sequential) and
+    ``num_warps`` are tuning knobs (powers of two); see ``tile_config`` for the defaults.
     """
-    check_inputs("linear_scan", a, b, h0)
     dtype = torch.promote_types(a.dtype, b.dtype)
+    if dtype.is_complex and dtype not in COMPLEX:
+        raise ValueError(f"linear_scan: backend 'triton' supports complex64 and complex128; got {dtype}")
+    check_inputs("linear_scan", *(None if x is None else _planes(x.resolve_conj()) for x in (a, b, h0)))
     block_d, chunk, num_warps = tile_config(b.shape[1], b.shape[2], block_d, chunk, num_warps)
-    a, b = a.to(dtype).contiguous(), b.to(dtype).contiguous()
+    a, b = a.to(dtype).resolve_conj().contiguous(), b.to(dtype).resolve_conj().contiguous()
     if h0 is not None:  # kept at least float32: it is tiny, and its precision is worth keeping
-        h0 = h0.to(torch.promote_types(dtype, torch.float32)).contiguous()
+        h0 = h0.to(torch.promote_types(dtype, torch.float32)).resolve_conj().contiguous()
     return _LinearScanTriton.apply(a, b, h0, block_d, chunk, num_warps)

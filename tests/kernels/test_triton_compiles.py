@@ -28,6 +28,6 @@ def test_every_kernel_compiles_for_sm90_without_spills():
         [sys.executable, str(TOOL), "--arch", "90"], env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    expected = sum(len(kernels) for _, kernels, _ in tool.kernel_modules()) * len(tool.POINTER_TYPES)
+    expected = sum(len(kernels) * len(inputs) for _, kernels, _, inputs in tool.kernel_modules())
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "registers" not in line]
     assert len(rows) == expected >= 6, result.stdout
