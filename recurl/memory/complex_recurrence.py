@@ -35,10 +35,7 @@ def scan_with_resets(decay: Parts, inputs: torch.Tensor, resets: torch.Tensor, h
     [D] as parts, ``inputs`` [B, T, D] complex, ``resets`` [B, T] bool (h_{t-1} is replaced by zeros where true)."""
     gate = torch.complex(*decay)
     gates = torch.where(resets[..., None], torch.zeros((), dtype=gate.dtype, device=gate.device), gate)
-    # TEMPORARY, until the kernels branch lands: the torch and Triton scans' backward is real-only today (it lacks
-    # the conjugates complex gradients need), so complex scans run on the reference loop, whatever ``backend`` says.
-    del backend
-    return linear_scan(gates, inputs, torch.view_as_complex(h0.contiguous()), backend="reference")
+    return linear_scan(gates, inputs, torch.view_as_complex(h0.contiguous()), backend=backend)
 
 
 def step(decay: Parts, inputs: Parts | torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
