@@ -30,7 +30,9 @@ def complex_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
-def scan_with_resets(decay: Parts, inputs: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor, backend: str):
+def scan_with_resets(
+    decay: Parts, inputs: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor, backend: str
+) -> torch.Tensor:
     """All states h [B, T, D] (complex) of h_t = decay * h_{t-1} + inputs_t from ``h0`` [B, D, 2] (pairs); ``decay``
     [D] as parts, ``inputs`` [B, T, D] complex, ``resets`` [B, T] bool (h_{t-1} is replaced by zeros where true)."""
     gate = torch.complex(*decay)

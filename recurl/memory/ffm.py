@@ -11,7 +11,7 @@ With m traces and c context frequencies, for an input x_t (one layer maps size H
 u_t is added to every context frequency of its trace. The decay alpha_j (per trace) and the frequency omega_k (per
 context) are learned. The aggregator is a complex diagonal linear recurrence: in parallel, ``linear_scan`` on complex
 numbers, with an episode start at t as the gate 0 (the paper's code takes no done flag; here the reset is inside the
-scan). The state is S as (real, imaginary) pairs, [m, c, 2].
+scan). The state is S as (real, imaginary) pairs, stored transposed: [c, m, 2].
 
 Initialisation as in the paper's code: alpha evenly spaced from ln(100) / 1024 (a trace falls to 1% of an input
 after 1024 steps) to ln 2 (it halves every step; the reference stops at ln 2 - 0.02, an overflow bound of its
@@ -62,15 +62,17 @@ class FFM(nn.Module):
 
     @property
     def _state_shape(self) -> tuple[int, int]:
-        return self.trace_size, self.context_size
+        """S is stored transposed, [c, m]: u then broadcasts over a leading dim, which the backward sums over
+        contiguous rows (1.5 ms -> 0.4 ms at B=16, T=512, m=8, c=4 on CPU, where the whole layer takes ~12 ms)."""
+        return self.context_size, self.trace_size
 
     def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         return (torch.zeros(batch_size, *self._state_shape, 2, device=device, dtype=dtype),)
 
     def _gamma(self) -> Parts:
-        """The aggregator's decay, [m * c] as parts."""
+        """The aggregator's decay, [c * m] as parts."""
         shape = self._state_shape
-        return polar(-self.alpha.abs()[:, None].expand(shape).flatten(), self.omega.expand(shape).flatten())
+        return polar(-self.alpha.abs().expand(shape).flatten(), self.omega[:, None].expand(shape).flatten())
 
     def _gated_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """u [..., m], the skip s and the output gate q."""
@@ -79,11 +81,11 @@ class FFM(nn.Module):
         return value * in_gate, skip, out_gate
 
     def _to_contexts(self, u: torch.Tensor) -> torch.Tensor:
-        """u [..., m] added to every context of its trace: [..., m * c]."""
-        return u[..., None].expand(*u.shape, self.context_size).flatten(-2)
+        """u [..., m] added to every context of its trace: [..., c * m]."""
+        return u[..., None, :].expand(*u.shape[:-1], *self._state_shape).flatten(-2)
 
     def _output(self, pairs: torch.Tensor, skip: torch.Tensor, out_gate: torch.Tensor) -> torch.Tensor:
-        """From the aggregate as pairs [..., m * c, 2]."""
+        """From the aggregate as pairs [..., c * m, 2]."""
         return torch.lerp(skip, self.out_norm(self.mix(pairs.flatten(-2))), out_gate)
 
     def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:

@@ -21,7 +21,7 @@ def test_default_sizes_keep_the_papers_proportions():
     assert FFM(256).trace_size == 32
     assert FFM(64, context_size=2).trace_size == 16
     (state,) = cell.initial_state(3, torch.device("cpu"), torch.float64)
-    assert state.shape == (3, 8, 4, 2) and state.dtype == torch.float64  # S as (real, imaginary) pairs
+    assert state.shape == (3, 4, 8, 2) and state.dtype == torch.float64  # S^T as (real, imaginary) pairs
 
 
 def test_the_config_builds_the_papers_sizes():
@@ -39,7 +39,7 @@ def test_initial_decays_and_periods_span_the_papers_ranges():
     assert (alpha.diff() > 0).all()
     periods = 2 * math.pi / cell.omega.detach().double()
     torch.testing.assert_close(periods, torch.tensor([1.0, 342.0, 683.0, 1024.0], dtype=torch.float64))
-    magnitude = torch.complex(*cell._gamma()).abs().view(8, 4)
+    magnitude = torch.complex(*cell._gamma()).abs().view(4, 8)
     assert ((magnitude > 0) & (magnitude < 1)).all()  # every trace decays
 
 
@@ -61,7 +61,8 @@ def test_the_aggregate_is_the_decaying_complex_sum_of_gated_inputs():
     gamma = torch.exp(-cell.alpha.abs()[:, None] + 1j * cell.omega[None, :])  # [m, c]
     lags = torch.arange(29, -1, -1, dtype=torch.float64)
     expected = (gamma ** lags[:, None, None] * u[..., None]).sum(1)  # [B, m, c]
-    torch.testing.assert_close(torch.view_as_complex(final.contiguous()), expected.detach(), rtol=1e-10, atol=1e-10)
+    aggregate = torch.view_as_complex(final.contiguous()).transpose(1, 2)  # stored [B, c, m]
+    torch.testing.assert_close(aggregate, expected.detach(), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize(
