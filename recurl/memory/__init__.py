@@ -12,6 +12,7 @@ import functools
 import inspect
 
 from recurl.memory.aaren import Aaren
+from recurl.memory.gru import GRU
 from recurl.memory.lstm import LSTM
 from recurl.memory.mingru import MinGRU
 from recurl.memory.minlstm import MinLSTM
@@ -19,7 +20,7 @@ from recurl.memory.mlp import MLP
 from recurl.memory.stack import Memory
 
 #: Backbone name -> the cell class one layer is made of. ``mlp`` is the memory-less control.
-MEMORIES = {"mingru": MinGRU, "minlstm": MinLSTM, "aaren": Aaren, "lstm": LSTM, "mlp": MLP}
+MEMORIES = {"mingru": MinGRU, "minlstm": MinLSTM, "aaren": Aaren, "lstm": LSTM, "gru": GRU, "mlp": MLP}
 
 
 def make_memory(name: str, input_size: int, hidden_size: int, num_layers: int = 1, **options) -> Memory:
