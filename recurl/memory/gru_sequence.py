@@ -28,24 +28,32 @@ def gru_sequence(
 
 
 class _GRUSequence(torch.autograd.Function):
+    # The loops index only views made before them (``unbind``): slicing inside a loop of T steps costs more than
+    # the arithmetic at these sizes.
+
     @staticmethod
     def forward(ctx, gi, h0, w_hh, b_hh, resets):
         length, batch, _ = gi.shape
         size = h0.shape[-1]
         reset_steps = set(resets.any(1).nonzero().squeeze(1).tolist())
-        # Each step's recurrent matmul adds onto [gi_r + b_hr, gi_z + b_hz, b_hn] and is kept as [r, z, W_hn h + b_hn]
-        # once r and z are squashed in place.
+        # Each step's recurrent matmul adds onto [gi_r + b_hr, gi_z + b_hz, b_hn]; r and z are then squashed in place,
+        # so after the loop ``gates`` holds [r, z, W_hn h + b_hn] for the backward.
         gates = torch.cat([gi[..., : 2 * size] + b_hh[: 2 * size], b_hh[2 * size :].expand(length, batch, size)], -1)
-        candidate, out = gi.new_empty(length, batch, size), gi.new_empty(length, batch, size)
+        candidate, out = gi[..., 2 * size :].clone(), gi.new_empty(length, batch, size)
         w_hh_t = w_hh.t()
+        steps = zip(
+            gates.unbind(0), gates[..., : 2 * size].unbind(0), gates[..., :size].unbind(0),
+            gates[..., size : 2 * size].unbind(0), gates[..., 2 * size :].unbind(0), candidate.unbind(0),
+            out.unbind(0),
+        )
         h = h0
-        for t, (g, n, y, gi_t) in enumerate(zip(gates, candidate, out, gi)):
+        for t, (g, rz, r, z, hidden_n, n, y) in enumerate(steps):
             if t in reset_steps:
                 h = torch.where(resets[t, :, None], 0.0, h)
-            torch.addmm(g, h, w_hh_t, out=g)
-            g[:, : 2 * size].sigmoid_()
-            torch.addcmul(gi_t[:, 2 * size :], g[:, :size], g[:, 2 * size :], out=n).tanh_()
-            h = torch.lerp(n, h, g[:, size : 2 * size], out=y)
+            g.addmm_(h, w_hh_t)
+            rz.sigmoid_()
+            n.addcmul_(r, hidden_n).tanh_()
+            h = torch.lerp(n, h, z, out=y)
         ctx.save_for_backward(h0, w_hh, resets, gates, candidate, out)
         ctx.reset_steps = reset_steps
         return out, h.clone()
@@ -56,28 +64,36 @@ class _GRUSequence(torch.autograd.Function):
         h0, w_hh, resets, gates, candidate, out = ctx.saved_tensors
         length, batch, size = candidate.shape
         reset, update, hidden_n = gates.split(size, -1)
-        h_prev = torch.where(resets[..., None], 0.0, torch.cat([h0[None], out[:-1]]))
-        # d(recurrent matmul output) = dh * factor, per gate; the candidate's pre-activation gets dh * dn_pre.
-        dn_pre = (1 - update) * (1 - candidate * candidate)
-        factor = torch.stack(
-            [dn_pre * hidden_n * reset * (1 - reset), (h_prev - candidate) * update * (1 - update), dn_pre * reset], 2
-        )
-        grad_gates = gates.new_empty(length, batch, 3, size)
-        grad_h = gates.new_empty(length, batch, size)  # total gradient reaching each step's output state
+        h_prev = torch.cat([h0[None], out[:-1]]).masked_fill_(resets[..., None], 0.0)
+        # The gradient of each step's recurrent matmul output is dh * factor (per gate r, z, n); the candidate's
+        # pre-activation gets dh * dn_pre.
+        keep = 1 - update
+        dn_pre = torch.addcmul(keep, keep, candidate * candidate, value=-1)  # (1 - z)(1 - n^2)
+        factor = gates.new_empty(length, batch, 3, size)
+        d_reset, d_update, d_hidden_n = factor.unbind(2)
+        torch.mul(dn_pre, reset, out=d_hidden_n)
+        torch.mul(d_hidden_n, hidden_n, out=d_reset).mul_(1 - reset)
+        torch.sub(h_prev, candidate, out=d_update).mul_(update).mul_(keep)
+        # The loop turns ``factor`` into the gradient of the recurrent matmul output in place, step by step, and
+        # ``grad_h`` (starting as the outputs' gradient) into the total gradient reaching each step's output state.
+        grad_gates = factor
         grad_out = torch.zeros_like(out) if grad_out is None else grad_out
-        grad_h[-1] = grad_out[-1] if grad_final is None else grad_out[-1] + grad_final
-        for t in range(length - 1, -1, -1):
-            torch.mul(factor[t], grad_h[t, :, None], out=grad_gates[t])
-            if t == 0:
-                break
-            back = torch.addcmul(grad_out[t - 1], grad_h[t], update[t], out=grad_h[t - 1])
-            torch.addmm(back, grad_gates[t].view(batch, 3 * size), w_hh, out=back)
+        grad_h = grad_out.clone()
+        if grad_final is not None:
+            grad_h[-1] += grad_final
+        steps = list(zip(grad_gates.unbind(0), grad_gates.view(length, batch, 3 * size).unbind(0),
+                         grad_h.unbind(0), grad_h[:, :, None].unbind(0), update.unbind(0)))
+        for t in range(length - 1, 0, -1):
+            dg, dg_flat, dh, dh_column, z = steps[t]
+            back = steps[t - 1][2]
+            dg.mul_(dh_column)
+            back.addcmul_(dh, z).addmm_(dg_flat, w_hh)
             if t in ctx.reset_steps:  # nothing flows back past a reset: the earlier step keeps its own output's grad
                 torch.where(resets[t, :, None], grad_out[t - 1], back, out=back)
-        grad_h0 = torch.addmm(grad_h[0] * update[0], grad_gates[0].view(batch, 3 * size), w_hh)
-        grad_h0 = torch.where(resets[0, :, None], 0.0, grad_h0)
+        dg, dg_flat, dh, dh_column, z = steps[0]
+        dg.mul_(dh_column)
+        grad_h0 = torch.addmm(dh * z, dg_flat, w_hh).masked_fill_(resets[0, :, None], 0.0)
         flat_gates = grad_gates.view(length * batch, 3 * size)
-        grad_gi = grad_gates.clone()
-        grad_gi[:, :, 2] = grad_h * dn_pre
-        grad_w_hh = flat_gates.t() @ h_prev.reshape(length * batch, size)
-        return grad_gi.view(length, batch, 3 * size), grad_h0, grad_w_hh, flat_gates.sum(0), None
+        grad_w_hh, grad_b_hh = flat_gates.t() @ h_prev.view(length * batch, size), flat_gates.sum(0)
+        grad_gates[:, :, 2] = grad_h * dn_pre  # now the gradient of gi: its candidate part is the pre-activation's
+        return grad_gates.view(length, batch, 3 * size), grad_h0, grad_w_hh, grad_b_hh, None
