@@ -20,9 +20,12 @@ def numbers(row):
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_memory_bench_times_every_backbone(capsys):
-    memory.main(["--device", "cpu", "--size", "2", "8", "4", "--rounds", "2"])
-    rows = table_rows(capsys.readouterr().out)
+@pytest.mark.parametrize("clock", [[], ["--threads", "1", "--cpu-time"]], ids=["wall", "cpu"])
+def test_memory_bench_times_every_backbone(capsys, clock):
+    memory.main(["--device", "cpu", "--size", "2", "8", "4", "--rounds", "2", *clock])
+    out = capsys.readouterr().out
+    assert ("CPU time" in out) == bool(clock)
+    rows = table_rows(out)
     assert [row.split("|")[4].strip() for row in rows] == ["mingru", "minlstm", "aaren", "lstm", "gru"]
     for row in rows:
         assert all(value > 0 for value in numbers(row)[3:])  # after B, T, D: times and ratios
