@@ -4,15 +4,17 @@ cuDNN and oneDNN cannot reset a state mid-sequence, so every row is cut at its e
 from its own initial state: zeros, except a row's first segment, which continues the carried state (unless the row
 is reset at t=0). Two layouts of the same segments:
 
-- **packed** (CUDA): all segments as one ``PackedSequence``, which cuDNN runs natively. On CPU the same call takes
-  PyTorch's native per-step path (autograd through every step), ~10x slower than an unpacked oneDNN call.
+- **packed** (CUDA): all segments as one ``PackedSequence``, which cuDNN runs natively, in one call. On CPU the same
+  call takes PyTorch's native per-step path (autograd through every step), ~10x slower than an unpacked oneDNN call.
+  (Kept for CUDA without a measurement against the staircase: no GPU was at hand.)
 - **staircase** (CPU): segments sorted longest first and run in time chunks, each chunk one unpacked (padded) call
   over the segments still running, from the state the previous chunk ended in. A chunk is cut where the segments
   that have ended would waste more padded steps than another call costs (``CALL_COST``), and wherever a row's
   *last* segment ends, because that is where the row's final state must be read. Padding never reaches anything
   kept: a padded step comes after its segment's last real step, so by causality it changes no real output, and the
   state it leads to is dropped (the segment does not run in the next chunk, and a row's final state is read at a
-  chunk end that is its true end).
+  chunk end that is its true end). The cuts at last segments are most of the calls (one per distinct length, so up
+  to B): an LSTM's final cell state is not among its outputs, so it can only be read where a call ends.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from torch.nn.utils.rnn import PackedSequence
 
 from recurl.memory.cell import State
 
-#: What one more library call costs, in padded row-steps (measured on CPU with oneDNN: ~0.2 ms of overhead per
-#: call forward+backward against ~2 us per row-step at width 64). See BENCHMARKS.md.
+#: What one more library call costs, in padded row-steps. Measured on the 2-core CPU VM at width 64, one thread:
+#: ~0.24 ms of fixed cost per oneDNN call forward+backward against ~1.6 us per row-step (so ~150); 100 and 300
+#: timed alike (BENCHMARKS.md).
 CALL_COST = 100
 
 
