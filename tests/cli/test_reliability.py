@@ -232,7 +232,7 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path):
 
 # ---- unknown groups -------------------------------------------------------------------------------------------
 def test_unknown_config_group_lists_the_choices():
-    result = cli("memory=gru")
+    result = cli("memory=rnn")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "Available options in 'memory'" in result.stderr and "minlstm" in result.stderr
