@@ -28,9 +28,11 @@ normalisation, no value clipping. The systems:
   stored at its first step. So an sb3 minibatch holds the same number of steps, from about 8 neighbouring envs'
   trajectories (two of them partial) rather than a random set of 8 whole ones.
 
-Timing: wall time from building the envs to the end of training (collection and updates), per run; a system's
-env steps/s is the median over ``--repeats`` runs. The runs are interleaved: each repeat runs every system once
-(seed ``--seed`` + repeat), in an order that rotates each repeat, so drift of a shared machine hits all alike.
+Timing: from building the envs to the end of training (collection and updates), per run, as wall time and as this
+process's CPU time; a system's env steps/s is the median over ``--repeats`` runs. Every system runs on one thread,
+so on an idle machine the two agree; on a shared one the CPU time leaves out the time the process waited for a
+core, and its ratios are the steadier. The runs are interleaved: each repeat runs every system once (seed
+``--seed`` + repeat), in an order that rotates each repeat, so drift of a shared machine hits all alike.
 
 Final return: the mean return of the episodes that ended in the last 10% of rollouts (at least the last rollout),
 pooled over the repeats; the same rule for every system, read from its training (no separate evaluation).
@@ -88,9 +90,21 @@ class Settings:
         return self.iterations * self.num_envs * self.rollout_steps
 
 
+class Stopwatch:
+    """Wall time and this process's CPU time (all its threads) spent inside the ``with`` block."""
+
+    def __enter__(self) -> Stopwatch:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
-    seconds: float
+    wall_seconds: float
+    cpu_seconds: float
     #: ``(rollout index from 0, sum of episode returns, number of episodes)`` for the episodes that ended.
     episodes: list[tuple[int, float, int]]
 
@@ -109,14 +123,13 @@ def run_recurl(memory: str, s: Settings, seed: int) -> Run:
     with initialize_config_dir(config_dir=str(Path(recurl.__file__).parent / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with tempfile.TemporaryDirectory() as run_dir:
-        start = time.perf_counter()
-        code = train(cfg, Path(run_dir))
-        seconds = time.perf_counter() - start
+        with Stopwatch() as clock:
+            code = train(cfg, Path(run_dir))
         if code:
             raise RuntimeError(f"recurl PPO {memory} stopped with exit code {code}")
         with (Path(run_dir) / "metrics.csv").open() as f:
             rows = list(csv.DictReader(f))
-    return Run(seconds, [
+    return Run(clock.wall, clock.cpu, [
         (i, float(row["episode_return"]) * int(row["episodes"]), int(row["episodes"]))
         for i, row in enumerate(rows) if int(row["episodes"])
     ])
@@ -130,13 +143,13 @@ def run_cleanrl(s: Settings, seed: int) -> Run:
         norm_adv=p.normalize_advantages, clip_coef=p.clip_coef, ent_coef=p.entropy_coef, vf_coef=p.value_coef,
         max_grad_norm=p.max_grad_norm, hidden_size=s.width, num_layers=s.layers,
     )
-    start = time.perf_counter()
-    envs = make_vector_env(SUITE, s.task, s.num_envs, seed)
-    try:
-        episodes = cleanrl_lstm_ppo.train(envs, args, s.steps, seed)
-    finally:
-        envs.close()
-    return Run(time.perf_counter() - start, [(i, episode_return, 1) for i, episode_return in episodes])
+    with Stopwatch() as clock:
+        envs = make_vector_env(SUITE, s.task, s.num_envs, seed)
+        try:
+            episodes = cleanrl_lstm_ppo.train(envs, args, s.steps, seed)
+        finally:
+            envs.close()
+    return Run(clock.wall, clock.cpu, [(i, episode_return, 1) for i, episode_return in episodes])
 
 
 def _sb3_env(env_id: str) -> gym.Env:
@@ -155,27 +168,27 @@ def run_sb3(s: Settings, seed: int) -> Run:
     def learning_rate(progress_remaining: float) -> float:
         return p.learning_rate * (min(1.0, progress_remaining + one_rollout) if p.anneal_lr else 1.0)
 
-    start = time.perf_counter()
-    envs = DummyVecEnv([functools.partial(_sb3_env, resolve_env_id(SUITE, s.task))] * s.num_envs)
-    model = RecurrentPPO(
-        "MlpLstmPolicy", envs, learning_rate=learning_rate, n_steps=s.rollout_steps,
-        batch_size=s.num_envs * s.rollout_steps // s.minibatches, n_epochs=s.epochs, gamma=p.gamma,
-        gae_lambda=p.gae_lambda, clip_range=p.clip_coef, normalize_advantage=p.normalize_advantages,
-        ent_coef=p.entropy_coef, vf_coef=p.value_coef / 2, max_grad_norm=p.max_grad_norm, seed=seed, device="cpu",
-        policy_kwargs=dict(
-            lstm_hidden_size=s.width, n_lstm_layers=s.layers, shared_lstm=True, enable_critic_lstm=False, net_arch=[],
-            optimizer_kwargs=dict(eps=1e-5),
-        ),
+    policy = dict(
+        lstm_hidden_size=s.width, n_lstm_layers=s.layers, shared_lstm=True, enable_critic_lstm=False, net_arch=[],
+        optimizer_kwargs=dict(eps=1e-5),
     )
-    model.learn(total_timesteps=s.steps)
-    seconds = time.perf_counter() - start
+    with Stopwatch() as clock:
+        envs = DummyVecEnv([functools.partial(_sb3_env, resolve_env_id(SUITE, s.task))] * s.num_envs)
+        model = RecurrentPPO(
+            "MlpLstmPolicy", envs, learning_rate=learning_rate, n_steps=s.rollout_steps,
+            batch_size=s.num_envs * s.rollout_steps // s.minibatches, n_epochs=s.epochs, gamma=p.gamma,
+            gae_lambda=p.gae_lambda, clip_range=p.clip_coef, normalize_advantage=p.normalize_advantages,
+            ent_coef=p.entropy_coef, vf_coef=p.value_coef / 2, max_grad_norm=p.max_grad_norm, seed=seed, device="cpu",
+            policy_kwargs=policy,
+        )
+        model.learn(total_timesteps=s.steps)
     episodes = []
     for monitor in envs.envs:  # an episode ending at the env's n-th step (from 1) ended in rollout (n - 1) // T
         ends = np.cumsum(monitor.get_episode_lengths())
         returns = monitor.get_episode_rewards()
         episodes += [(int(end - 1) // s.rollout_steps, float(r), 1) for end, r in zip(ends, returns)]
     envs.close()
-    return Run(seconds, episodes)
+    return Run(clock.wall, clock.cpu, episodes)
 
 
 def final_return(runs: list[Run], iterations: int) -> float:
@@ -218,20 +231,25 @@ def measure(
 
 
 def table(runs: dict[str, list[Run]], s: Settings) -> str:
-    sps = {name: [s.steps / run.seconds for run in name_runs] for name, name_runs in runs.items()}
-    median = {name: statistics.median(values) for name, values in sps.items()}
+    wall = {name: [s.steps / run.wall_seconds for run in name_runs] for name, name_runs in runs.items()}
+    cpu = {name: [s.steps / run.cpu_seconds for run in name_runs] for name, name_runs in runs.items()}
+    median_wall = {name: statistics.median(values) for name, values in wall.items()}
+    median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
     lines = [
-        "| system | env steps/s | final return | vs sb3 RecurrentPPO | steps/s of each run |",
-        "|---|---|---|---|---|",
+        "| system | env steps/s | env steps per CPU-second | final return | vs sb3 RecurrentPPO (wall / CPU) "
+        "| env steps/s of each run |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, values in sps.items():
-        ratio = f"{median[name] / median[SB3]:.2f}x" if SB3 in median else "n/a"
-        each = ", ".join(f"{v:.0f}" for v in values)
+    for name in runs:
+        ratio = "n/a"
+        if SB3 in runs:
+            ratio = f"{median_wall[name] / median_wall[SB3]:.2f}x / {median_cpu[name] / median_cpu[SB3]:.2f}x"
+        each = ", ".join(f"{v:.0f}" for v in wall[name])
         final = final_return(runs[name], s.iterations)
         final_cell = "n/a (no episode ended)" if math.isnan(final) else f"{final:.3f}"
-        lines.append(f"| {name} | {median[name]:.0f} | {final_cell} | {ratio} | {each} |")
+        lines.append(f"| {name} | {median_wall[name]:.0f} | {median_cpu[name]:.0f} | {final_cell} | {ratio} | {each} |")
     if SB3 not in runs:
-        lines.append(f"| {SB3} | {SB3_MISSING} | n/a | n/a | n/a |")
+        lines.append(f"| {SB3} | {SB3_MISSING} | n/a | n/a | n/a | n/a |")
     return "\n".join(lines)
 
 

@@ -22,8 +22,8 @@ def test_without_sb3_the_other_rows_run_and_the_sb3_row_says_how_to_install_it(m
     table = rows(capsys.readouterr().out)
     assert list(table) == ["recurl PPO mingru", "recurl PPO lstm", peers.CLEANRL, peers.SB3]
     for name in ("recurl PPO mingru", "recurl PPO lstm", peers.CLEANRL):
-        steps_per_second, _, ratio, each = table[name]
-        assert float(steps_per_second) > 0 and ratio == "n/a"
+        steps_per_second, steps_per_cpu_second, _, ratio, each = table[name]
+        assert float(steps_per_second) > 0 and float(steps_per_cpu_second) > 0 and ratio == "n/a"
         assert len(each.split(", ")) == 2 and all(float(v) > 0 for v in each.split(", "))
     assert table[peers.SB3][0] == peers.SB3_MISSING
 
@@ -33,20 +33,21 @@ def test_sb3_recurrent_ppo_runs_beside_recurl_when_installed(capsys):
     peers.main(TINY)
     table = rows(capsys.readouterr().out)
     assert list(table) == ["recurl PPO mingru", "recurl PPO lstm", peers.CLEANRL, peers.SB3]
-    sb3_steps_per_second = float(table[peers.SB3][0])
-    assert sb3_steps_per_second > 0 and table[peers.SB3][2] == "1.00x"
+    sb3_wall, sb3_cpu = float(table[peers.SB3][0]), float(table[peers.SB3][1])
+    assert sb3_wall > 0 and sb3_cpu > 0 and table[peers.SB3][3] == "1.00x / 1.00x"
     for name in ("recurl PPO mingru", "recurl PPO lstm", peers.CLEANRL):
-        ratio = float(table[name][2].rstrip("x"))
-        assert ratio == pytest.approx(float(table[name][0]) / sb3_steps_per_second, rel=0.01)
+        wall_ratio, cpu_ratio = (float(r.rstrip("x")) for r in table[name][3].split(" / "))
+        assert wall_ratio == pytest.approx(float(table[name][0]) / sb3_wall, rel=0.01)
+        assert cpu_ratio == pytest.approx(float(table[name][1]) / sb3_cpu, rel=0.01)
 
 
 def test_final_return_pools_the_episodes_of_the_last_tenth_of_rollouts():
     runs = [
-        peers.Run(1.0, [(rollout, 10.0 * rollout, 2) for rollout in range(20)]),  # two episodes a rollout
-        peers.Run(1.0, [(19, 1.0, 1)]),
+        peers.Run(1.0, 1.0, [(rollout, 10.0 * rollout, 2) for rollout in range(20)]),  # two episodes a rollout
+        peers.Run(1.0, 1.0, [(19, 1.0, 1)]),
     ]
     assert peers.final_return(runs, iterations=20) == pytest.approx((180.0 + 190.0 + 1.0) / 5)
-    short = [peers.Run(1.0, [(rollout, float(rollout), 1) for rollout in range(5)])]
+    short = [peers.Run(1.0, 1.0, [(rollout, float(rollout), 1) for rollout in range(5)])]
     assert peers.final_return(short, iterations=5) == 4.0  # at least the last rollout
 
 
