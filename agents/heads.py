@@ -12,9 +12,7 @@ from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-
-class UnsupportedActionSpaceError(ValueError):
-    """An action space an agent cannot act in."""
+from recurl.agents.errors import UnsupportedActionSpaceError
 
 
 class _MultiCategorical(Distribution):

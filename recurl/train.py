@@ -22,96 +22,27 @@ import sys
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from recurl.agents import make_agent
 from recurl.agents.errors import NonFiniteError
-from recurl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from recurl.envs import EnvStepError, make_vector_env
-from recurl.envs.snapshot import restore, snapshot
-from recurl.kernels import check_backend
-from recurl.memory import make_memory
+from recurl.builder import load_into, positive_int, setup
+from recurl.checkpoint import save_checkpoint
+from recurl.envs import EnvStepError
+from recurl.envs.snapshot import snapshot
 from recurl.resume import (
-    holds_a_run, output_subdir_for, resolve_resume, resumed_config, run_dir_for, truncate_metrics,
+    existing_run,
+    output_subdir_for,
+    resolve_resume,
+    resumed_config,
+    run_dir_for,
+    truncate_metrics,
 )
 from recurl.run_logger import RunLogger
 
-MEMORY_KEYS = ("name", "hidden_size", "num_layers")
-ENV_KEYS = ("suite", "id", "num_envs", "vectorization", "max_episode_steps")
 #: Conditions that end a run early without being bugs: reported in one line, exit code 1.
 RUN_STOPPERS = (EnvStepError, NonFiniteError)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device={name} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto")
-    return device
-
-
-def _positive_int(cfg: DictConfig, key: str) -> int:
-    value = OmegaConf.select(cfg, key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    return value
-
-
-def setup(cfg: DictConfig):
-    """Check the config and build envs, memory and agent; every ValueError here is a user's mistake."""
-    total_steps = _positive_int(cfg, "total_steps")
-    _positive_int(cfg, "checkpoint_every")
-    if not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {cfg.seed!r}")
-    if cfg.torch_threads is not None:
-        torch.set_num_threads(_positive_int(cfg, "torch_threads"))
-    device = resolve_device(str(cfg.device))
-    for group, keys in (("env", ENV_KEYS), ("memory", MEMORY_KEYS)):
-        missing = [key for key in keys if key not in cfg[group]]
-        if missing:
-            raise ValueError(f"{group} config lacks {', '.join(missing)}")
-    unknown_env = sorted(set(cfg.env) - set(ENV_KEYS))
-    if unknown_env:
-        raise ValueError(f"env: unknown option(s) {', '.join(unknown_env)}; it accepts {', '.join(ENV_KEYS)}")
-
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    env_cfg = cfg.env
-    envs = make_vector_env(
-        env_cfg.suite, str(env_cfg.id), _positive_int(cfg, "env.num_envs"), cfg.seed,
-        vectorization=env_cfg.vectorization, max_episode_steps=env_cfg.max_episode_steps,
-    )
-    memory_cfg = OmegaConf.to_container(cfg.memory)
-    check_backend(memory_cfg.get("scan_backend", "auto"), device)
-    memory = make_memory(
-        memory_cfg.pop("name"), envs.single_observation_space.shape[0], memory_cfg.pop("hidden_size"),
-        memory_cfg.pop("num_layers"), **memory_cfg,
-    )
-    agent_cfg = OmegaConf.to_container(cfg.agent)
-    agent = make_agent(
-        agent_cfg.pop("name"), agent_cfg, envs, memory, device=device, total_steps=total_steps, seed=cfg.seed
-    )
-    return envs, agent
-
-
-def load_into(checkpoint: Path, envs, agent) -> None:
-    """Restore agent, env episodes and RNG streams from ``checkpoint`` (refused in one line if it does not fit)."""
-    payload = load_checkpoint(checkpoint)
-    try:
-        agent.load_state_dict(payload["agent"])
-        if payload.get("envs") is not None:
-            restore(envs, payload["envs"])
-        torch.set_rng_state(payload["rng"]["torch"])
-    except (KeyError, RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {checkpoint} does not fit this run: {first_line}") from None
 
 
 class _StopRequest:
@@ -191,14 +122,16 @@ OmegaConf.register_new_resolver("recurl_output_subdir", output_subdir_for, repla
 
 def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
     """Everything before training: a new run in ``new_run_dir``, or, with ``resume``, the saved run with
-    ``overrides`` (the command line's) applied, restored from its checkpoint. Returns (cfg, run_dir, envs, agent)."""
+    ``overrides`` (the command line's) applied, restored from its checkpoint; ``existing`` says what happens when
+    ``new_run_dir`` already holds a run. Returns (cfg, run_dir, envs, agent), or None when that run is finished."""
     if cfg.resume is None:
-        if holds_a_run(new_run_dir):
-            raise ValueError(
-                f"{new_run_dir} already holds a run; continue it with resume={new_run_dir}, or choose another folder"
-            )
-        return cfg, new_run_dir, *setup(cfg)
-    run_dir, checkpoint = resolve_resume(str(cfg.resume))
+        found = existing_run(new_run_dir, cfg.existing, positive_int(cfg, "total_steps"))
+        if found == "finished":
+            print(f"recurl.train: {new_run_dir} already finished ({cfg.total_steps} steps)", file=sys.stderr)
+            return None
+        if found == "new":
+            return cfg, new_run_dir, *setup(cfg)
+    run_dir, checkpoint = resolve_resume(str(cfg.resume or new_run_dir))
     cfg = resumed_config(checkpoint, overrides)
     envs, agent = setup(cfg)
     load_into(checkpoint, envs, agent)
@@ -210,10 +143,13 @@ def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     try:
-        cfg, run_dir, envs, agent = prepare(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
+        prepared = prepare(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
     except ValueError as error:
         print(f"recurl.train: error: {error}", file=sys.stderr)
         sys.exit(2)
+    if prepared is None:
+        return
+    cfg, run_dir, envs, agent = prepared
     code = run(cfg, run_dir, envs, agent)
     if code:  # sys.exit(0) would end a Hydra multirun after its first job
         sys.exit(code)

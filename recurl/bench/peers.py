@@ -5,7 +5,9 @@ Every system trains for the same number of env steps (``--steps`` rounded up to 
 env count, rollout length, epochs, minibatches, network width and depth, one torch thread, and the learning
 hyperparameters of recurl's ``PPOConfig`` defaults: learning rate (annealed linearly to 0), gamma, GAE lambda, clip
 coefficient, entropy coefficient, value coefficient, max grad norm, Adam eps 1e-5, per-minibatch advantage
-normalisation, no value clipping. The systems:
+normalisation, no value clipping. Every system sees the same input, the encoded observation: recurl's previous
+action and reward inputs (``agent.previous_action``, on by default with ``env=popgym``) are off, since the peers have
+neither. The systems:
 
 - ``recurl PPO <memory>``: ``recurl.train.train`` with a composed Hydra config, as ``python -m recurl.train`` runs it
   (metrics.csv, TensorBoard events and the final checkpoint are written, to a temporary folder).
@@ -118,6 +120,7 @@ def run_recurl(memory: str, s: Settings, seed: int) -> Run:
         f"agent.anneal_lr={p.anneal_lr}", f"agent.gamma={p.gamma}", f"agent.gae_lambda={p.gae_lambda}",
         f"agent.clip_coef={p.clip_coef}", f"agent.value_coef={p.value_coef}", f"agent.entropy_coef={p.entropy_coef}",
         f"agent.max_grad_norm={p.max_grad_norm}", f"agent.normalize_advantages={p.normalize_advantages}",
+        "agent.previous_action=false", "agent.previous_reward=false",
         f"total_steps={s.steps}", f"checkpoint_every={s.steps}", f"seed={seed}", "torch_threads=1", "device=cpu",
     ]
     with initialize_config_dir(config_dir=str(Path(recurl.__file__).parent / "conf"), version_base="1.3"):
