@@ -100,8 +100,8 @@ class RunLogger:
         """The run's last line: what happened, where, how far, how well, how long."""
         count = len(self.recent_returns)
         if count:
-            which = f"the last {count}" if count == FINAL_EPISODES else f"all {count}"
-            result = f"final return {self.final_return:.3f} (mean of {which} episode{'s' * (count != 1)})"
+            which = f"mean of the last {count} episodes" if count == FINAL_EPISODES else f"mean of all {count} episodes"
+            result = f"final return {self.final_return:.3f} ({which if count > 1 else 'its only episode'})"
         else:
             result = "no episode ended"
         wall = duration(time.perf_counter() - self.started)

@@ -86,9 +86,11 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def metric_values(row: dict[str, float]) -> dict[str, float]:
     """A metrics row without its step and without NaN entries."""
-    return {
-        key: value for key, value in row.items() if key != "step" and not (isinstance(value, float) and math.isnan(value))
-    }
+    return {key: value for key, value in row.items() if key != "step" and not _is_nan(value)}
+
+
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 class WandbTracker:

@@ -140,13 +140,13 @@ def _train(
                     results, text = evaluation()
                     log.info(f"step {agent.global_step:,}: evaluation {text}")
             logger.log(agent.global_step, metrics, episodes, results)
-            if agent.global_step // cfg.checkpoint_every > step_before // cfg.checkpoint_every or stop.signal is not None:
+            period_ended = agent.global_step // cfg.checkpoint_every > step_before // cfg.checkpoint_every
+            if period_ended or stop.signal is not None:
                 checkpoint(latest)
     if stop.signal is not None:
         name = signal.Signals(stop.signal).name
-        log.info(
-            f"{name} at step {agent.global_step}: checkpoint saved; resume with: python -m recurl.train resume={run_dir}"
-        )
+        resume_hint = f"resume with: python -m recurl.train resume={run_dir}"
+        log.info(f"{name} at step {agent.global_step}: checkpoint saved; {resume_hint}")
         return 128 + stop.signal, f"stopped by {name}"
     checkpoint(latest, run_dir / "checkpoints" / "final.pt")
     return 0, "finished"
@@ -199,9 +199,16 @@ def forget_hydra_record(run_dir: Path) -> None:
 def hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    # A resumed run keeps its saved tracker unless the command line chooses one, as Hydra composed it (resumed_config
+    # would merge ``logger=wandb`` as the text "wandb").
+    tracker_overrides = [o for o in overrides if re.match(r"[+~]*logger(\.|=|$)", o)]
     try:
         check_run_options(cfg)
-        cfg, run_dir, envs, agent = prepare(cfg, list(hydra_cfg.overrides.task), output_dir)
+        command_line_logger = cfg.logger
+        cfg, run_dir, envs, agent = prepare(cfg, [o for o in overrides if o not in tracker_overrides], output_dir)
+        if tracker_overrides:
+            cfg.logger = command_line_logger
     except ValueError as error:
         forget_hydra_record(output_dir)
         print(f"recurl.train: error: {error}", file=sys.stderr)

@@ -116,6 +116,13 @@ def test_cfg_and_multirun_still_work(tmp_path):
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == [
         f"{i}_popgym-RepeatFirstEasy-v0_ppo_mingru_seed{i}" for i in (0, 1)
     ]
+    named = subprocess.run(  # a sweep's own folder names (recurl.suite sets them) win over the default
+        [sys.executable, "-m", "recurl.train", "-m", *TINY, "seed=3", "hydra.sweep.dir=named",
+         "hydra.sweep.subdir=${env.id}_seed${seed}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert named.returncode == 0, named.stderr
+    assert (tmp_path / "named" / "popgym-RepeatFirstEasy-v0_seed3" / "metrics.csv").is_file()
 
 
 # ---- the summary line and train.log ---------------------------------------------------------------------------

@@ -5,6 +5,8 @@ import csv
 import json
 import math
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -48,6 +50,24 @@ def test_mlflow_gets_the_config_and_every_row(tmp_path):
         history = client.get_metric_history(run.info.run_id, key)
         assert [(m.step, m.value) for m in history] == logged(rows, key)
     assert logged(rows, "episode_return")
+
+
+def test_a_resumed_run_logs_to_the_tracker_chosen_beside_resume(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert train(compose_config(*TINY, "total_steps=64"), run_dir) == 0
+    resumed = subprocess.run(
+        [sys.executable, "-m", "recurl.train", f"resume={run_dir}", "total_steps=128", "logger=mlflow",
+         f"logger.tracking_uri={uri}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("recurl").experiment_id])
+    assert run.info.run_name == "run" and run.data.params["total_steps"] == "128"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "policy_loss")] == [128]
 
 
 BLOCK = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of chunks with 7-byte headers
