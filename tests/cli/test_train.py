@@ -9,7 +9,6 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
-
 from omegaconf import OmegaConf
 
 from conftest import compose_config
