@@ -54,8 +54,9 @@ class Transition:
     truncated: torch.Tensor
     #: Rows whose episode was truncated (not terminated): a value target should bootstrap from their final observation.
     bootstrap_rows: torch.Tensor
-    #: [len(bootstrap_rows)]: the final observations of those rows as a step (not a reset), and the state continuing them.
-    final: TensorDict
+    #: [len(bootstrap_rows)]: the final observations of those rows as a step (not a reset; None when there are no such
+    #: rows), and the state continuing them.
+    final: TensorDict | None
     final_state: State
     episodes: list[tuple[float, int]]
 
@@ -102,9 +103,10 @@ class Actor:
             next_step["prev_reward"] = reward_t
         bootstrap = truncated & ~terminated
         rows = torch.as_tensor(np.flatnonzero(bootstrap), device=self.device)
-        final = next_step[rows].clone()
-        final["reset"].zero_()
+        final = None
         if len(rows):
+            final = next_step[rows].clone()
+            final["reset"].zero_()
             final["obs"] = self._tensor(final_observations(next_obs, info)[bootstrap])
         self.next, self.state = next_step, state
         return Transition(

@@ -53,7 +53,8 @@ from gymnasium.vector import VectorEnv
 from tensordict import TensorDict
 from torch import nn
 
-from recurl.agents.actor import Actor, Transition, state_from_tensordict, state_to_tensordict
+from recurl.agents.actor import Transition, state_from_tensordict, state_to_tensordict
+from recurl.agents.base import RecurrentAgent
 from recurl.agents.errors import check_finite_loss
 from recurl.agents.inputs import AgentInputs
 from recurl.agents.q_network import RecurrentQNetwork
@@ -114,32 +115,19 @@ class DQNConfig:
             )
 
 
-class DQN:
+class DQN(RecurrentAgent):
     @staticmethod
-    def make_network(
-        config: DQNConfig, memory: Memory, observation_size: int, action_space: spaces.Space
-    ) -> RecurrentQNetwork:
-        """The network acting and learning run (the online one), in the memory's dtype."""
-        inputs = AgentInputs(observation_size, action_space, config.previous_action, config.previous_reward)
+    def build_network(config: DQNConfig, inputs: AgentInputs, memory: Memory, action_space: spaces.Space):
         return RecurrentQNetwork(inputs, memory, action_space, explore_epsilon=config.epsilon_end)
 
     def __init__(
         self, config: DQNConfig, envs: VectorEnv, memory: Memory, *, device: torch.device, total_steps: int, seed: int
     ):
-        self.config, self.device, self.total_steps = config, device, total_steps
-        self.q_net = self.make_network(
-            config, memory, envs.single_observation_space.shape[0], envs.single_action_space
-        ).to(device)
+        super().__init__(config, envs, memory, device=device, seed=seed)
+        self.total_steps = total_steps
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.learning_rate, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
-        self.iteration = 0
-        self.global_step = 0
         self.updates = 0  # gradient steps
-        self.actor = Actor(
-            envs, self.q_net.inputs, self.q_net.initial_state(envs.num_envs, device), self.q_net.to_env,
-            dtype=memory.input_proj.weight.dtype, device=device, seed=seed,
-        )
         window = config.burn_in + config.sequence_length + config.n_step
         example = self._record(self._empty_transition(envs.num_envs))
         try:
@@ -151,9 +139,9 @@ class DQN:
             raise ValueError(f"agent.buffer_capacity is too small for env.num_envs={envs.num_envs}: {error}") from None
 
     @property
-    def network(self) -> RecurrentQNetwork:
-        """The network that acts: the online Q-network."""
-        return self.q_net
+    def q_net(self) -> RecurrentQNetwork:
+        """The online Q-network: the one that acts and learns."""
+        return self.network
 
     def _rescale(self, x: torch.Tensor) -> torch.Tensor:
         return rescale(x) if self.config.value_rescaling else x
@@ -178,9 +166,7 @@ class DQN:
         none = torch.zeros(0, dtype=torch.long, device=self.device)
         zeros = torch.zeros(num_envs, dtype=seen["obs"].dtype, device=self.device)
         flags = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
-        return Transition(
-            seen, zeros.long(), {}, zeros, flags, flags, none, seen[none], tuple(s[none] for s in self.actor.state), [],
-        )
+        return Transition(seen, zeros.long(), {}, zeros, flags, flags, none, None, (), [])
 
     def _record(self, transition: Transition) -> TensorDict:
         """What the replay keeps of one step of every env."""
@@ -191,7 +177,8 @@ class DQN:
         if self.config.truncation_bootstrap == "learn":
             record["bootstrap"] = torch.zeros_like(record["done"]).index_fill_(0, rows, True)
             record["final"] = torch.zeros_like(transition.seen.exclude("reset"))
-            record["final"][rows] = transition.final.exclude("reset")
+            if len(rows):
+                record["final"][rows] = transition.final.exclude("reset")
         else:
             final_value = torch.zeros_like(transition.reward)
             if len(rows):
@@ -308,23 +295,18 @@ class DQN:
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The shared checkpoint, the target network, the gradient-step count, the sampling RNG and the replay."""
         return {
-            "network": self.q_net.state_dict(),
+            **super().state_dict(),
             "target_net": self.target_net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "iteration": self.iteration,
-            "global_step": self.global_step,
             "updates": self.updates,
             "generator": self.generator.get_state(),
-            "actor": self.actor.state_dict(),
             "replay": self.replay.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.q_net.load_state_dict(state["network"])
+        super().load_state_dict(state)
         self.target_net.load_state_dict(state["target_net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration, self.global_step, self.updates = state["iteration"], state["global_step"], state["updates"]
+        self.updates = state["updates"]
         self.generator.set_state(state["generator"])
-        self.actor.load_state_dict(state["actor"])
         self.replay.load_state_dict(state["replay"])

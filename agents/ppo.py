@@ -25,8 +25,9 @@ from gymnasium.vector import VectorEnv
 from tensordict import TensorDict
 from torch import nn
 
-from recurl.agents.actor import Actor, state_from_tensordict, state_to_tensordict
+from recurl.agents.actor import state_from_tensordict, state_to_tensordict
 from recurl.agents.actor_critic import RecurrentActorCritic
+from recurl.agents.base import RecurrentAgent
 from recurl.agents.errors import check_finite_loss
 from recurl.agents.gae import generalized_advantages
 from recurl.agents.inputs import AgentInputs
@@ -46,7 +47,7 @@ class PPOConfig:
     clip_coef: float = 0.2
     value_coef: float = 0.5
     entropy_coef: float = 0.01
-    max_grad_norm: float = 0.5
+    max_grad_norm: float | None = 0.5  # None: no clipping
     normalize_advantages: bool = True
     previous_action: bool = False  # feed the previous action back as an input (env=popgym turns it on, as POPGym does)
     previous_reward: bool = False  # feed the previous reward back as an input
@@ -59,18 +60,14 @@ class PPOConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"agent.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("learning_rate", "clip_coef", "value_coef", "entropy_coef", "max_grad_norm"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"agent.{name} must be non-negative, got {getattr(self, name)}")
 
 
-class PPO:
+class PPO(RecurrentAgent):
     @staticmethod
-    def make_network(
-        config: PPOConfig, memory: Memory, observation_size: int, action_space: spaces.Space
-    ) -> RecurrentActorCritic:
-        """The network acting and learning run, in the memory's dtype."""
-        inputs = AgentInputs(observation_size, action_space, config.previous_action, config.previous_reward)
-        return RecurrentActorCritic(inputs, memory, action_space).to(memory.input_proj.weight.dtype)
+    def build_network(config: PPOConfig, inputs: AgentInputs, memory: Memory, action_space: spaces.Space):
+        return RecurrentActorCritic(inputs, memory, action_space)
 
     def __init__(
         self, config: PPOConfig, envs: VectorEnv, memory: Memory, *, device: torch.device, total_steps: int, seed: int
@@ -80,18 +77,8 @@ class PPO:
                 f"agent.minibatches ({config.minibatches}) cannot exceed env.num_envs ({envs.num_envs}): "
                 "a minibatch is a set of whole env trajectories"
             )
-        self.config, self.device = config, device
-        self.network = self.make_network(
-            config, memory, envs.single_observation_space.shape[0], envs.single_action_space
-        ).to(device)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, eps=1e-5)
+        super().__init__(config, envs, memory, device=device, seed=seed)
         self.iterations = max(1, math.ceil(total_steps / (envs.num_envs * config.rollout_steps)))
-        self.iteration = 0
-        self.global_step = 0
-        self.actor = Actor(
-            envs, self.network.inputs, self.network.initial_state(envs.num_envs, device), self.network.to_env,
-            dtype=memory.input_proj.weight.dtype, device=device, seed=seed,
-        )
 
     # ---- acting -----------------------------------------------------------------------------------------------
     def _sample(self, step: TensorDict, state: State):
@@ -166,7 +153,8 @@ class PPO:
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)
+        if cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         with torch.no_grad():
             return {
@@ -182,20 +170,3 @@ class PPO:
         """One rollout and one update; returns the update's metrics and the episodes that ended meanwhile."""
         batch, episodes = self.collect()
         return self.update(batch), episodes
-
-    # ---- checkpoints ------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Weights, optimiser, counters, and where acting stands (``Actor.state_dict``)."""
-        return {
-            "network": self.network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "iteration": self.iteration,
-            "global_step": self.global_step,
-            "actor": self.actor.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.network.load_state_dict(state["network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration, self.global_step = state["iteration"], state["global_step"]
-        self.actor.load_state_dict(state["actor"])

@@ -35,13 +35,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from recurl.agents.errors import NonFiniteError
-from recurl.builder import load_into, setup
+from recurl.builder import load_into, positive_int, setup
 from recurl.checkpoint import save_checkpoint
 from recurl.cli_errors import command_line_error
 from recurl.envs import EnvStepError
 from recurl.envs.snapshot import snapshot
 from recurl.periodic_eval import PeriodicEvaluation, eval_every
 from recurl.resume import (
+    existing_run,
     holds_a_run,
     output_subdir_for,
     resolve_resume,
@@ -164,14 +165,16 @@ OmegaConf.register_new_resolver("recurl_slug", lambda text: re.sub(r"[^A-Za-z0-9
 
 def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
     """Everything before training: a new run in ``new_run_dir``, or, with ``resume``, the saved run with
-    ``overrides`` (the command line's) applied, restored from its checkpoint. Returns (cfg, run_dir, envs, agent)."""
+    ``overrides`` (the command line's) applied, restored from its checkpoint; ``existing`` says what happens when
+    ``new_run_dir`` already holds a run. Returns (cfg, run_dir, envs, agent), or None when that run is finished."""
     if cfg.resume is None:
-        if holds_a_run(new_run_dir):
-            raise ValueError(
-                f"{new_run_dir} already holds a run; continue it with resume={new_run_dir}, or choose another folder"
-            )
-        return cfg, new_run_dir, *setup(cfg)
-    run_dir, checkpoint = resolve_resume(str(cfg.resume))
+        found = existing_run(new_run_dir, cfg.existing, positive_int(cfg, "total_steps"))
+        if found == "finished":
+            print(f"recurl.train: {new_run_dir} already finished ({cfg.total_steps} steps)", file=sys.stderr)
+            return None
+        if found == "new":
+            return cfg, new_run_dir, *setup(cfg)
+    run_dir, checkpoint = resolve_resume(str(cfg.resume or new_run_dir))
     cfg = resumed_config(checkpoint, overrides)
     envs, agent = setup(cfg)
     load_into(checkpoint, envs, agent)
@@ -206,13 +209,16 @@ def hydra_main(cfg: DictConfig) -> None:
     try:
         check_run_options(cfg)
         command_line_logger = cfg.logger
-        cfg, run_dir, envs, agent = prepare(cfg, [o for o in overrides if o not in tracker_overrides], output_dir)
-        if tracker_overrides:
-            cfg.logger = command_line_logger
+        prepared = prepare(cfg, [o for o in overrides if o not in tracker_overrides], output_dir)
     except ValueError as error:
         forget_hydra_record(output_dir)
         print(f"recurl.train: error: {error}", file=sys.stderr)
         sys.exit(2)
+    if prepared is None:
+        return
+    cfg, run_dir, envs, agent = prepared
+    if tracker_overrides:
+        cfg.logger = command_line_logger
     code = run(cfg, run_dir, envs, agent)
     if code:  # sys.exit(0) would end a Hydra multirun after its first job
         sys.exit(code)

@@ -373,13 +373,6 @@ def assert_complete_run(run_dir, total_steps=256):
     assert (run_dir / "checkpoints" / "latest.pt").is_file()
 
 
-@pytest.mark.parametrize("env", ["popgym", "minigrid"])
-@pytest.mark.parametrize("memory", MEMORIES)
-def test_every_backbone_trains_on_every_suite(memory, env, tmp_path):
-    train(config(f"memory={memory}", f"env={env}"), tmp_path)
-    assert_complete_run(tmp_path)
-
-
 def test_cli_trains_dqn(tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
