@@ -61,11 +61,13 @@ def _overrides_error(loader, overrides: list[str], mode: RunMode) -> str | None:
         except OverrideParseException:
             return f"cannot parse {text!r}: {OVERRIDE_SYNTAX}"
     job = [override for override in parsed if not override.is_hydra_override()]
+    # Hydra's own settings that change what there is to choose from (hydra.searchpath adds config folders)
+    hydra = [o.input_line for o in parsed if o.is_hydra_override() and not o.is_sweep_override()]
     groups = set(loader.list_groups("")) - {"hydra"}
     group_overrides = [o for o in job if o.key_or_group in groups and not o.is_delete()]
     choices = []
     for override in group_overrides:
-        options = loader.get_group_options(override.key_or_group)
+        options = loader.get_group_options(override.key_or_group, config_name=CONFIG_NAME, overrides=hydra)
         values = _values(override)
         for value in values:
             if value not in options:
@@ -76,7 +78,7 @@ def _overrides_error(loader, overrides: list[str], mode: RunMode) -> str | None:
         choices.append([f"{override.get_key_element()}={value}" for value in values])
     key_overrides = [o for o in job if o.key_or_group not in groups]
     for combination in itertools.product(*choices):
-        cfg = loader.load_configuration(CONFIG_NAME, list(combination), RunMode.RUN)
+        cfg = loader.load_configuration(CONFIG_NAME, [*hydra, *combination], RunMode.RUN)
         for override in key_overrides:
             problem = _key_error(cfg, override)
             if problem:

@@ -102,6 +102,13 @@ def test_good_command_lines_pass(args):
     assert command_line_error(args) is None
 
 
+def test_config_folders_added_with_hydra_searchpath_count(tmp_path):
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "wide.yaml").write_text("name: mingru\nhidden_size: 512\nnum_layers: 2\n")
+    assert "memory has no option 'wide'" in command_line_error(["memory=wide"])
+    assert command_line_error([f"hydra.searchpath=[file://{tmp_path}]", "memory=wide", "memory.hidden_size=8"]) is None
+
+
 def test_cfg_and_multirun_still_work(tmp_path):
     shown = subprocess.run(
         [sys.executable, "-m", "recurl.train", "--cfg", "job", "total_steps=5"], capture_output=True, text=True,
