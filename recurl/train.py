@@ -175,7 +175,7 @@ def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
         if found == "new":
             return cfg, new_run_dir, *setup(cfg)
     run_dir, checkpoint = resolve_resume(str(cfg.resume or new_run_dir))
-    cfg = resumed_config(checkpoint, overrides)
+    cfg = resumed_config(checkpoint, overrides, cfg)
     envs, agent = setup(cfg)
     load_into(checkpoint, envs, agent)
     truncate_metrics(run_dir / "metrics.csv", agent.global_step)
@@ -203,13 +203,9 @@ def hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
-    # A resumed run keeps its saved tracker unless the command line chooses one, as Hydra composed it (resumed_config
-    # would merge ``logger=wandb`` as the text "wandb").
-    tracker_overrides = [o for o in overrides if re.match(r"[+~]*logger(\.|=|$)", o)]
     try:
         check_run_options(cfg)
-        command_line_logger = cfg.logger
-        prepared = prepare(cfg, [o for o in overrides if o not in tracker_overrides], output_dir)
+        prepared = prepare(cfg, overrides, output_dir)
     except ValueError as error:
         forget_hydra_record(output_dir)
         print(f"recurl.train: error: {error}", file=sys.stderr)
@@ -217,8 +213,6 @@ def hydra_main(cfg: DictConfig) -> None:
     if prepared is None:
         return
     cfg, run_dir, envs, agent = prepared
-    if tracker_overrides:
-        cfg.logger = command_line_logger
     code = run(cfg, run_dir, envs, agent)
     if code:  # sys.exit(0) would end a Hydra multirun after its first job
         sys.exit(code)
