@@ -1,9 +1,9 @@
 """Recurrent DQN, R2D2-style (Kapturowski et al. 2019), over any memory backbone.
 
-Acting: the vector env is stepped with ``q_net.step`` (O(1) per step) and ε-greedy actions, ε falling linearly from
-``epsilon_start`` to ``epsilon_end`` over the first ``epsilon_decay_fraction`` of ``total_steps``. Every step goes to a
-``SequenceReplay`` (see ``recurl.agents.replay``: per-env rings, the recurrent state stored every
-``sequence_length`` steps).
+Acting: the ``Actor`` (``recurl.agents.actor``) steps the vector env with ``q_net.step`` (O(1) per step) and ε-greedy
+actions, ε falling linearly from ``epsilon_start`` to ``epsilon_end`` over the first ``epsilon_decay_fraction`` of
+``total_steps``. Every step goes to a ``SequenceReplay`` (``recurl.agents.replay``: per-env rings, the recurrent state
+stored every ``sequence_length`` steps, a priority per stored sequence).
 
 Learning: a sequence is ``burn_in + sequence_length + n_step`` steps of one env and the state stored at its start.
 
@@ -13,13 +13,19 @@ Learning: a sequence is ``burn_in + sequence_length + n_step`` steps of one env 
   it (the stale state, the previous episode) reaches the learned steps.
 - The remaining steps are run on from that state with gradient, by the online network and (without gradient) by the
   target network, which was burned in on the same steps from the same stored state. The loss is the Huber loss of
-  Q(o_t, a_t) against the target on the ``sequence_length`` steps after the burn-in; the last ``n_step`` steps are
-  only looked ahead to.
+  Q(o_t, a_t) against the target on the ``sequence_length`` steps after the burn-in, weighted by the sequence's
+  importance weight; the last ``n_step`` steps are only looked ahead to.
 - Targets are double-Q n-step returns: ``sum_k gamma^k r_{t+k} + gamma^n Q_target(o_{t+n}, argmax_a Q(o_{t+n}, a))``,
-  cut at the end of the episode (``n_step_targets``). A truncated episode bootstraps from the value of its true last
-  observation, ``max_a Q(final obs)``, computed by the acting network when the step is collected, with the state that
-  continues the episode (as PPO does; it is as stale as the stored state, but the burn-in cannot refresh it since the
-  final observation is never in the sequence). A terminated episode does not bootstrap.
+  cut at the end of the episode (``recurl.agents.returns.n_step_targets``). A terminated episode does not bootstrap.
+  A truncated one bootstraps from the value of its true last observation, by ``truncation_bootstrap``:
+  ``learn`` (default) values it when learning, with double Q like every other bootstrap, from the state the same
+  sequence's unroll reaches there (the replay then also stores the final observations); ``collect`` stores
+  ``max_a Q(final obs)`` of the acting network at collection, as stale as the acting weights.
+- Value rescaling (``value_rescaling``, R2D2's default): Q is learned as h(Q), targets are h(G) with every bootstrap
+  value read through h^-1.
+- Prioritised replay (R2D2's defaults): a sequence's priority is ``priority_eta * max|δ| + (1 - priority_eta) *
+  mean|δ|`` over its learned steps, sampling follows ``priority ** priority_exponent`` (0: uniform) and the loss is
+  weighted by importance weights with exponent ``importance_exponent``.
 - Gradient norm clipping; every ``target_update_every`` gradient steps the target network moves to the online one,
   by ``target_tau`` (1: a hard copy; less: Polyak averaging).
 
@@ -30,9 +36,8 @@ batches of ``batch_size`` sequences.
 Actions: Discrete, or MultiDiscrete flattened to the product Discrete; other spaces are refused (PPO acts in them).
 
 Checkpoints (``state_dict``) hold both networks, the optimizer, the counters, the sampling RNG, where acting stands
-(observations, flags, memory state) and the whole replay buffer, so a resumed run continues exactly. The replay makes
-them as large as the buffer (``capacity`` times the bytes per step in ``recurl.agents.replay``: ~5 MB for a POPGym
-task, ~400 MB for MiniGrid at the default capacity).
+and the whole replay buffer with its priorities, so a resumed run continues exactly. The replay makes them as large as
+the buffer (see ``recurl.agents.replay`` for the bytes per step).
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ import copy
 import dataclasses
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
@@ -49,17 +53,17 @@ from gymnasium.vector import VectorEnv
 from tensordict import TensorDict
 from torch import nn
 
-from recurl.agents.acting import (
-    acting_state_dict, load_acting_state_dict, state_from_tensordict, state_to_tensordict,
-)
-from recurl.agents.heads import UnsupportedActionSpaceError
+from recurl.agents.actor import Transition, state_from_tensordict, state_to_tensordict
+from recurl.agents.base import RecurrentAgent
+from recurl.agents.errors import check_finite_loss
+from recurl.agents.inputs import AgentInputs
+from recurl.agents.q_network import RecurrentQNetwork
 from recurl.agents.replay import SequenceReplay
-from recurl.envs import final_observations, finished_episodes
+from recurl.agents.returns import n_step_targets, rescale, unrescale
 from recurl.memory import Memory
 from recurl.memory.cell import State
 
-#: Largest flattened action space: the Q head has one output per joint action.
-MAX_ACTIONS = 4096
+TRUNCATION_BOOTSTRAPS = ("learn", "collect")
 
 
 @dataclasses.dataclass
@@ -78,8 +82,15 @@ class DQNConfig:
     target_tau: float = 1.0  # 1: copy the online network; less: Polyak averaging
     max_grad_norm: float = 10.0
     epsilon_start: float = 1.0
-    epsilon_end: float = 0.01
+    epsilon_end: float = 0.01  # also the ε of sampled (not greedy) actions in evaluation and videos
     epsilon_decay_fraction: float = 0.1  # of total_steps
+    value_rescaling: bool = True  # learn h(Q) (R2D2); false: plain Q
+    priority_exponent: float = 0.9  # sample sequences with probability ~ priority ** this (R2D2: 0.9); 0: uniform
+    importance_exponent: float = 0.6  # exponent of the importance weights (R2D2: 0.6)
+    priority_eta: float = 0.9  # priority = eta * max|δ| + (1 - eta) * mean|δ| over a sequence (R2D2: 0.9)
+    truncation_bootstrap: str = "learn"  # learn: double-Q value of the final observation when learning; collect
+    previous_action: bool = False  # feed the previous action back as an input (env=popgym turns it on, as POPGym does)
+    previous_reward: bool = False  # feed the previous reward back as an input (R2D2 does)
 
     def __post_init__(self):
         for name in (
@@ -88,131 +99,55 @@ class DQNConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"agent.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("learning_starts", "burn_in", "learning_rate", "max_grad_norm"):
+        for name in ("learning_starts", "burn_in", "learning_rate", "max_grad_norm", "priority_exponent",
+                     "importance_exponent"):
             if getattr(self, name) < 0:
                 raise ValueError(f"agent.{name} must be non-negative, got {getattr(self, name)}")
-        for name in ("gamma", "epsilon_start", "epsilon_end", "epsilon_decay_fraction"):
+        for name in ("gamma", "epsilon_start", "epsilon_end", "epsilon_decay_fraction", "priority_eta"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"agent.{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 < self.target_tau <= 1:
             raise ValueError(f"agent.target_tau must be in (0, 1], got {self.target_tau}")
-
-
-class FlatActions:
-    """A Discrete or MultiDiscrete space as indices ``0 .. n-1`` (a MultiDiscrete's joint actions in C order)."""
-
-    def __init__(self, space: spaces.Space):
-        if isinstance(space, spaces.Discrete):
-            self.nvec, self.shape, self.start = (int(space.n),), None, np.array([int(space.start)])
-        elif isinstance(space, spaces.MultiDiscrete):
-            self.nvec, self.shape = tuple(int(n) for n in space.nvec.reshape(-1)), space.nvec.shape
-            self.start = np.asarray(space.start).reshape(-1)
-        else:
-            raise UnsupportedActionSpaceError(
-                f"action space {space} is not supported: DQN acts in Discrete and MultiDiscrete spaces; "
-                "use PPO (agent=ppo)"
-            )
-        self.n = math.prod(self.nvec)
-        if self.n > MAX_ACTIONS:
-            raise UnsupportedActionSpaceError(
-                f"action space {space} has {self.n} joint actions, more than DQN's {MAX_ACTIONS}; use PPO (agent=ppo)"
+        if self.truncation_bootstrap not in TRUNCATION_BOOTSTRAPS:
+            raise ValueError(
+                f"agent.truncation_bootstrap must be one of {', '.join(TRUNCATION_BOOTSTRAPS)}, "
+                f"got {self.truncation_bootstrap!r}"
             )
 
-    def to_env(self, index: torch.Tensor) -> np.ndarray:
-        """Indices [B] -> the actions ``VectorEnv.step`` expects ([B] or [B, *nvec.shape])."""
-        index = index.cpu().numpy()
-        if self.shape is None:
-            return index + self.start[0]
-        parts = np.stack(np.unravel_index(index, self.nvec), axis=-1) + self.start
-        return parts.reshape(-1, *self.shape)
 
+class DQN(RecurrentAgent):
+    @staticmethod
+    def build_network(config: DQNConfig, inputs: AgentInputs, memory: Memory, action_space: spaces.Space):
+        return RecurrentQNetwork(inputs, memory, action_space, explore_epsilon=config.epsilon_end)
 
-class RecurrentQNetwork(nn.Module):
-    """A memory and a linear Q head, in the memory's dtype; ``forward`` over sequences, ``step`` while acting."""
-
-    def __init__(self, memory: Memory, num_actions: int):
-        super().__init__()
-        self.memory = memory
-        self.head = nn.Linear(memory.output_size, num_actions, dtype=next(memory.parameters()).dtype)
-
-    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        return self.memory.initial_state(batch_size, device)
-
-    def forward(self, obs: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """``obs`` [B, T, F], ``resets`` [B, T] -> Q [B, T, actions]."""
-        features, state = self.memory(obs, state, resets)
-        return self.head(features), state
-
-    def step(self, obs: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """``obs`` [B, F], ``reset`` [B] -> Q [B, actions]."""
-        features, state = self.memory.step(obs, state, reset)
-        return self.head(features), state
-
-
-def n_step_targets(
-    rewards: torch.Tensor, dones: torch.Tensor, final_values: torch.Tensor, values: torch.Tensor, gamma: float, n: int
-) -> torch.Tensor:
-    """n-step returns of the first ``T - n`` steps of [B, T] sequences, cut at episode ends.
-
-    ``dones[t]``: the episode ended at step t; ``final_values[t]``: the value of the final observation where a
-    truncated episode ended at t, 0 elsewhere; ``values[t]``: the bootstrap value of observation t. For each t,
-
-        G_t = sum_{k<m} gamma^k r_{t+k} + (gamma^m final_values_{t+m-1} if the episode ended at t+m-1 < t+n
-                                           else gamma^n values_{t+n})
-
-    so nothing after an episode's end (the next episode, which the same sequence holds) is summed or bootstrapped.
-    """
-    length = rewards.shape[1] - n
-    returns = torch.zeros_like(rewards[:, :length])
-    alive = torch.ones_like(dones[:, :length])
-    discount = 1.0
-    for k in range(n):
-        reward = rewards[:, k : k + length] + gamma * final_values[:, k : k + length]
-        returns = returns + torch.where(alive, discount * reward, 0.0)
-        alive = alive & ~dones[:, k : k + length]
-        discount *= gamma
-    return returns + torch.where(alive, discount * values[:, n:], 0.0)
-
-
-class DQN:
     def __init__(
         self, config: DQNConfig, envs: VectorEnv, memory: Memory, *, device: torch.device, total_steps: int, seed: int
     ):
-        self.config, self.envs, self.device, self.total_steps = config, envs, device, total_steps
-        self.actions = FlatActions(envs.single_action_space)
-        self.q_net = RecurrentQNetwork(memory, self.actions.n).to(device)
+        super().__init__(config, envs, memory, device=device, seed=seed)
+        self.total_steps = total_steps
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.learning_rate, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
-        self.iteration = 0
-        self.global_step = 0
         self.updates = 0  # gradient steps
-        obs, _ = envs.reset(seed=seed)
-        self.obs = self._tensor(obs)
-        self.reset = torch.ones(envs.num_envs, dtype=torch.bool, device=device)
-        self.state = self.q_net.initial_state(envs.num_envs, device)
         window = config.burn_in + config.sequence_length + config.n_step
-        zeros = torch.zeros_like(self.obs[:, 0])
-        step = self._record(self.obs, self.reset, zeros.long(), zeros, self.reset, zeros)
+        example = self._record(self._empty_transition(envs.num_envs))
         try:
             self.replay = SequenceReplay(
-                step, state_to_tensordict(self.state, envs.num_envs), config.buffer_capacity, config.sequence_length,
-                window,
+                example, state_to_tensordict(self.actor.state, envs.num_envs), config.buffer_capacity,
+                config.sequence_length, window,
             )
         except ValueError as error:
             raise ValueError(f"agent.buffer_capacity is too small for env.num_envs={envs.num_envs}: {error}") from None
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        """Env output as a tensor in the network's dtype and device."""
-        return torch.as_tensor(array, dtype=self.q_net.head.weight.dtype, device=self.device)
+    @property
+    def q_net(self) -> RecurrentQNetwork:
+        """The online Q-network: the one that acts and learns."""
+        return self.network
 
-    @staticmethod
-    def _record(obs, reset, action, reward, done, final_value) -> TensorDict:
-        """What the replay keeps of one step of every env."""
-        return TensorDict(
-            obs=obs, reset=reset, action=action, reward=reward, done=done, final_value=final_value,
-            batch_size=[obs.shape[0]],
-        )
+    def _rescale(self, x: torch.Tensor) -> torch.Tensor:
+        return rescale(x) if self.config.value_rescaling else x
+
+    def _unrescale(self, x: torch.Tensor) -> torch.Tensor:
+        return unrescale(x) if self.config.value_rescaling else x
 
     # ---- acting -----------------------------------------------------------------------------------------------
     def epsilon(self) -> float:
@@ -221,51 +156,47 @@ class DQN:
         progress = min(1.0, self.global_step / decay_steps) if decay_steps > 0 else 1.0
         return cfg.epsilon_start + progress * (cfg.epsilon_end - cfg.epsilon_start)
 
-    def _epsilon_greedy(self, q: torch.Tensor, epsilon: float) -> torch.Tensor:
-        explore = torch.rand(q.shape[0], generator=self.generator) < epsilon
-        random = torch.randint(self.actions.n, (q.shape[0],), generator=self.generator)
-        return torch.where(explore.to(q.device), random.to(q.device), q.argmax(-1))
+    def _explore(self, step: TensorDict, state: State):
+        action, state = self.q_net.act(step, state, False, generator=self.generator, epsilon=self.epsilon())
+        return action, state, {}
 
-    @torch.no_grad()
-    def act(
-        self, obs: torch.Tensor, state: State, reset: torch.Tensor, deterministic: bool = False
-    ) -> tuple[torch.Tensor, State]:
-        """Flat action indices for evaluation and videos: greedy if ``deterministic``, else ε-greedy at the current ε."""
-        q, state = self.q_net.step(obs, state, reset)
-        return self._epsilon_greedy(q, 0.0 if deterministic else self.epsilon()), state
+    def _empty_transition(self, num_envs: int) -> Transition:
+        """A transition of zeros shaped like the real ones: what the replay is allocated from."""
+        seen = self.actor.next.clone()
+        none = torch.zeros(0, dtype=torch.long, device=self.device)
+        zeros = torch.zeros(num_envs, dtype=seen["obs"].dtype, device=self.device)
+        flags = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        return Transition(seen, zeros.long(), {}, zeros, flags, flags, none, None, (), [])
 
-    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """The memory state ``act`` starts ``batch_size`` fresh episodes from."""
-        return self.q_net.initial_state(batch_size, device)
-
-    def to_env(self, action: torch.Tensor) -> np.ndarray:
-        return self.actions.to_env(action)
+    def _record(self, transition: Transition) -> TensorDict:
+        """What the replay keeps of one step of every env."""
+        record = transition.seen.clone().update(
+            action=transition.action, reward=transition.reward, done=transition.done
+        )
+        rows = transition.bootstrap_rows
+        if self.config.truncation_bootstrap == "learn":
+            record["bootstrap"] = torch.zeros_like(record["done"]).index_fill_(0, rows, True)
+            record["final"] = torch.zeros_like(transition.seen.exclude("reset"))
+            if len(rows):
+                record["final"][rows] = transition.final.exclude("reset")
+        else:
+            final_value = torch.zeros_like(transition.reward)
+            if len(rows):
+                final_q, _ = self.q_net.step(transition.final, transition.final_state)
+                final_value[rows] = self._unrescale(final_q.max(-1).values)
+            record["final_value"] = final_value
+        return record
 
     @torch.no_grad()
     def collect(self) -> list[tuple[float, int]]:
         """Step the envs ``train_every`` times into the replay; returns the episodes that ended."""
-        envs, num_envs, episodes = self.envs, self.envs.num_envs, []
+        num_envs, episodes = self.actor.next.batch_size[0], []
         for _ in range(self.config.train_every):
-            q, next_state = self.q_net.step(self.obs, self.state, self.reset)
-            action = self._epsilon_greedy(q, self.epsilon())
-            next_obs, reward, terminated, truncated, info = envs.step(self.to_env(action))
-            final_value = torch.zeros_like(q[:, 0])
-            bootstrap = truncated & ~terminated
-            if bootstrap.any():
-                rows = torch.as_tensor(np.flatnonzero(bootstrap), device=self.device)
-                final = self._tensor(final_observations(next_obs, info)[bootstrap])
-                final_q, _ = self.q_net.step(
-                    final, tuple(s[rows] for s in next_state), torch.zeros(len(rows), dtype=torch.bool, device=self.device)
-                )
-                final_value[rows] = final_q.max(-1).values
-            done = torch.as_tensor(terminated | truncated, device=self.device)
-            self.replay.add(
-                self._record(self.obs, self.reset, action, self._tensor(reward), done, final_value),
-                state_to_tensordict(self.state, num_envs),
-            )
-            self.obs, self.reset, self.state = self._tensor(next_obs), done, next_state
+            carried = state_to_tensordict(self.actor.state, num_envs)
+            transition = self.actor.step(self._explore)
+            self.replay.add(self._record(transition), carried)
             self.global_step += num_envs
-            episodes.extend(finished_episodes(info))
+            episodes.extend(transition.episodes)
         return episodes
 
     # ---- learning ---------------------------------------------------------------------------------------------
@@ -275,27 +206,54 @@ class DQN:
         state = state_from_tensordict(batch["start_state"])
         if burn_in:
             with torch.no_grad():
-                _, state = net(steps["obs"][:, :burn_in], state, steps["reset"][:, :burn_in])
-        q, _ = net(steps["obs"][:, burn_in:], state, steps["reset"][:, burn_in:])
+                _, state = net(steps[:, :burn_in], state)
+        q, _ = net(steps[:, burn_in:], state)
         return q
 
     @torch.no_grad()
+    def final_values(self, batch: TensorDict) -> torch.Tensor:
+        """[B, window - burn_in]: the double-Q value of each truncated episode's final observation, at its last step
+        (0 elsewhere), from the state each network's unroll of the sequence reaches there."""
+        steps, burn_in = batch["steps"], self.config.burn_in
+        values = torch.zeros_like(steps["reward"])
+        rows, times = steps["bootstrap"].nonzero(as_tuple=True)
+        start = state_from_tensordict(batch["start_state"])
+        for time in times[times >= burn_in].unique().tolist():
+            at = rows[times == time]
+            prefix = steps[at][:, : time + 1]
+            final = steps["final"][at, time].update(reset=torch.zeros(len(at), dtype=torch.bool, device=self.device))
+            q = {}
+            for name, net in (("online", self.q_net), ("target", self.target_net)):
+                _, state = net(prefix, tuple(s[at] for s in start))
+                q[name], _ = net.step(final, state)
+            values[at, time] = q["target"].gather(-1, q["online"].argmax(-1, keepdim=True)).squeeze(-1)
+        return self._unrescale(values)[:, burn_in:]
+
+    @torch.no_grad()
     def td_targets(self, batch: TensorDict, q: torch.Tensor) -> torch.Tensor:
-        """Double-Q n-step targets [B, sequence_length]; ``q`` is the online network's ``unroll`` of ``batch``."""
+        """Double-Q n-step targets [B, sequence_length] (rescaled if ``value_rescaling``); ``q`` is the online
+        network's ``unroll`` of ``batch``."""
         cfg = self.config
         greedy = q.argmax(-1, keepdim=True)
-        values = self.unroll(self.target_net, batch).gather(-1, greedy).squeeze(-1)
+        values = self._unrescale(self.unroll(self.target_net, batch).gather(-1, greedy).squeeze(-1))
         steps = batch["steps"][:, cfg.burn_in :]
-        return n_step_targets(steps["reward"], steps["done"], steps["final_value"], values, cfg.gamma, cfg.n_step)
+        final_values = steps["final_value"] if cfg.truncation_bootstrap == "collect" else self.final_values(batch)
+        returns = n_step_targets(steps["reward"], steps["done"], final_values, values, cfg.gamma, cfg.n_step)
+        return self._rescale(returns)
 
-    def loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """The importance-weighted Huber loss, each sequence's new priority [B], and statistics."""
         cfg = self.config
         q = self.unroll(self.q_net, batch)
         targets = self.td_targets(batch, q.detach())
         actions = batch["steps", "action"][:, cfg.burn_in : cfg.burn_in + cfg.sequence_length]
         taken = q[:, : cfg.sequence_length].gather(-1, actions[..., None]).squeeze(-1)
-        loss = F.smooth_l1_loss(taken, targets)
-        return loss, {"loss": loss.item(), "q_mean": taken.mean().item(), "target_mean": targets.mean().item()}
+        per_sequence = F.smooth_l1_loss(taken, targets, reduction="none").mean(1)
+        loss = (batch["weight"].to(per_sequence.dtype) * per_sequence).mean()
+        errors = (taken - targets).detach().abs()
+        priority = cfg.priority_eta * errors.max(1).values + (1 - cfg.priority_eta) * errors.mean(1)
+        stats = {"loss": loss.item(), "q_mean": taken.mean().item(), "target_mean": targets.mean().item()}
+        return loss, priority, stats
 
     def _update_target(self) -> None:
         with torch.no_grad():
@@ -306,11 +264,14 @@ class DQN:
         """``gradient_steps`` gradient steps; returns their mean loss, Q, target and gradient norm."""
         cfg, totals = self.config, {}
         for _ in range(cfg.gradient_steps):
-            loss, stats = self.loss(self.replay.sample(cfg.batch_size, self.generator))
+            batch = self.replay.sample(cfg.batch_size, self.generator, cfg.priority_exponent, cfg.importance_exponent)
+            loss, priority, stats = self.loss(batch)
+            check_finite_loss("DQN", self.global_step, loss, q_mean=torch.tensor(stats["q_mean"]))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            stats["grad_norm"] = nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm).item()
+            stats["grad_norm"] = nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm, foreach=True).item()
             self.optimizer.step()
+            self.replay.update_priorities(batch["env"], batch["start"], priority)
             self.updates += 1
             if self.updates % cfg.target_update_every == 0:
                 self._update_target()
@@ -334,27 +295,18 @@ class DQN:
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The shared checkpoint, the target network, the gradient-step count, the sampling RNG and the replay."""
         return {
-            "q_net": self.q_net.state_dict(),
+            **super().state_dict(),
             "target_net": self.target_net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "iteration": self.iteration,
-            "global_step": self.global_step,
             "updates": self.updates,
             "generator": self.generator.get_state(),
-            **acting_state_dict(self.obs, self.reset, self.state),
             "replay": self.replay.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.load_policy(state)
+        super().load_state_dict(state)
         self.target_net.load_state_dict(state["target_net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration, self.global_step, self.updates = state["iteration"], state["global_step"], state["updates"]
+        self.updates = state["updates"]
         self.generator.set_state(state["generator"])
-        self.obs, self.reset, self.state = load_acting_state_dict(state, self.device)
         self.replay.load_state_dict(state["replay"])
-
-    def load_policy(self, state: dict) -> None:
-        """Only the online network of a ``state_dict``: enough to act (``recurl.record``), with any number of envs."""
-        self.q_net.load_state_dict(state["q_net"])

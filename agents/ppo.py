@@ -1,18 +1,17 @@
 """Recurrent PPO (Schulman et al. 2017) over any memory backbone.
 
-Acting: the vector env is stepped ``rollout_steps`` times with ``policy.step`` (no gradient, O(1) per step), keeping
-each env's recurrent state and the flag "this observation starts an episode". The state at the rollout's start is
-stored with the rollout.
+Acting: the ``Actor`` (``recurl.agents.actor``) steps the vector env ``rollout_steps`` times with the network's
+``step`` (no gradient, O(1) per step), carrying each env's recurrent state, episode-start flag and (if enabled) the
+previous action and reward. The state at the rollout's start is stored with the rollout.
 
 Learning: each epoch runs every env's whole ``rollout_steps`` trajectory through the memory's parallel ``forward``
 from that stored state, with the episode-start flags as resets. Minibatches are sets of whole env trajectories, so
 the recurrence is never cut. Clipped policy loss, value loss, entropy bonus, per-minibatch advantage normalisation,
 global gradient-norm clipping, optional linear learning-rate annealing.
 
-Episode ends (gymnasium's SAME_STEP autoreset, see ``recurl.envs.make``): the step that ends an episode returns the
-next episode's first observation, so every stored transition is real and the next step's reset flag is ``done``.
-A truncated episode bootstraps: ``gamma * V(final observation)``, computed with the state that continues the episode,
-is added to its last reward, and GAE then treats it as ended.
+Episode ends: every stored transition is real (gymnasium's SAME_STEP autoreset). A truncated episode bootstraps:
+``gamma * V(final observation)``, computed with the state that continues the episode, is added to its last reward, and
+GAE then treats it as ended.
 """
 
 from __future__ import annotations
@@ -20,19 +19,18 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
 import torch
+from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 from tensordict import TensorDict
 from torch import nn
 
-from recurl.agents.acting import (
-    acting_state_dict, load_acting_state_dict, state_from_tensordict, state_to_tensordict,
-)
-from recurl.agents.errors import NonFiniteError, check_finite
+from recurl.agents.actor import state_from_tensordict, state_to_tensordict
+from recurl.agents.actor_critic import RecurrentActorCritic
+from recurl.agents.base import RecurrentAgent
+from recurl.agents.errors import check_finite_loss
 from recurl.agents.gae import generalized_advantages
-from recurl.agents.policy import RecurrentActorCritic
-from recurl.envs import final_observations, finished_episodes
+from recurl.agents.inputs import AgentInputs
 from recurl.memory import Memory
 from recurl.memory.cell import State
 
@@ -49,8 +47,10 @@ class PPOConfig:
     clip_coef: float = 0.2
     value_coef: float = 0.5
     entropy_coef: float = 0.01
-    max_grad_norm: float = 0.5
+    max_grad_norm: float | None = 0.5  # None: no clipping
     normalize_advantages: bool = True
+    previous_action: bool = False  # feed the previous action back as an input (env=popgym turns it on, as POPGym does)
+    previous_reward: bool = False  # feed the previous reward back as an input
 
     def __post_init__(self):
         for name in ("rollout_steps", "epochs", "minibatches"):
@@ -60,11 +60,15 @@ class PPOConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"agent.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("learning_rate", "clip_coef", "value_coef", "entropy_coef", "max_grad_norm"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"agent.{name} must be non-negative, got {getattr(self, name)}")
 
 
-class PPO:
+class PPO(RecurrentAgent):
+    @staticmethod
+    def build_network(config: PPOConfig, inputs: AgentInputs, memory: Memory, action_space: spaces.Space):
+        return RecurrentActorCritic(inputs, memory, action_space)
+
     def __init__(
         self, config: PPOConfig, envs: VectorEnv, memory: Memory, *, device: torch.device, total_steps: int, seed: int
     ):
@@ -73,81 +77,45 @@ class PPO:
                 f"agent.minibatches ({config.minibatches}) cannot exceed env.num_envs ({envs.num_envs}): "
                 "a minibatch is a set of whole env trajectories"
             )
-        self.config, self.envs, self.device = config, envs, device
-        self.policy = RecurrentActorCritic(memory, envs.single_action_space).to(device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5)
+        super().__init__(config, envs, memory, device=device, seed=seed)
         self.iterations = max(1, math.ceil(total_steps / (envs.num_envs * config.rollout_steps)))
-        self.iteration = 0
-        self.global_step = 0
-        obs, _ = envs.reset(seed=seed)
-        self.obs = self._tensor(obs)
-        self.reset = torch.ones(envs.num_envs, dtype=torch.bool, device=device)
-        self.state = self.policy.initial_state(envs.num_envs, device)
 
     # ---- acting -----------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def act(
-        self, obs: torch.Tensor, state: State, reset: torch.Tensor, deterministic: bool = False
-    ) -> tuple[torch.Tensor, State]:
-        """The policy alone, for evaluation and videos: actions (the distribution's mode if ``deterministic``)."""
-        dist, _, state = self.policy.step(obs, state, reset)
-        return (dist.mode if deterministic else dist.sample()), state
-
-    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """The memory state ``act`` starts ``batch_size`` fresh episodes from."""
-        return self.policy.initial_state(batch_size, device)
-
-    def to_env(self, action: torch.Tensor) -> np.ndarray:
-        return self.policy.actor.to_env(action)
-
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        """Env output as a tensor in the policy's dtype and device."""
-        return torch.as_tensor(array, dtype=self.policy.critic.weight.dtype, device=self.device)
+    def _sample(self, step: TensorDict, state: State):
+        dist, value, state = self.network.step(step, state)
+        action = dist.sample()
+        return action, state, {"log_prob": dist.log_prob(action), "value": value}
 
     @torch.no_grad()
     def collect(self) -> tuple[TensorDict, list[tuple[float, int]]]:
         """Step the envs ``rollout_steps`` times; returns the rollout ``[num_envs]`` and the episodes that ended."""
-        envs, policy, gamma = self.envs, self.policy, self.config.gamma
-        start_state = state_to_tensordict(self.state, envs.num_envs)
+        actor, gamma = self.actor, self.config.gamma
+        num_envs = actor.next.batch_size[0]
+        start_state = state_to_tensordict(actor.state, num_envs)
         steps, episodes = [], []
         for _ in range(self.config.rollout_steps):
-            dist, value, self.state = policy.step(self.obs, self.state, self.reset)
-            action = dist.sample()
-            next_obs, reward, terminated, truncated, info = envs.step(self.to_env(action))
-            check_finite(next_obs, reward)
-            reward = self._tensor(reward)
-            bootstrap = truncated & ~terminated
-            if bootstrap.any():
-                rows = torch.as_tensor(np.flatnonzero(bootstrap), device=self.device)
-                final = self._tensor(final_observations(next_obs, info)[bootstrap])
-                _, final_value, _ = policy.step(
-                    final, tuple(s[rows] for s in self.state), torch.zeros(len(rows), dtype=torch.bool, device=self.device)
-                )
-                reward[rows] += gamma * final_value
-            steps.append(
-                TensorDict(
-                    obs=self.obs, reset=self.reset, action=action, log_prob=dist.log_prob(action), value=value,
-                    reward=reward, batch_size=[envs.num_envs],
-                )
-            )
-            self.obs = self._tensor(next_obs)
-            self.reset = torch.as_tensor(terminated | truncated, device=self.device)
-            episodes.extend(finished_episodes(info))
-        self.global_step += envs.num_envs * self.config.rollout_steps
+            transition = actor.step(self._sample)
+            reward = transition.reward
+            if len(transition.bootstrap_rows):
+                _, final_value, _ = self.network.step(transition.final, transition.final_state)
+                reward = reward.index_add(0, transition.bootstrap_rows, gamma * final_value)
+            steps.append(transition.seen.update(action=transition.action, reward=reward, **transition.extras))
+            episodes.extend(transition.episodes)
+        self.global_step += num_envs * self.config.rollout_steps
 
         rollout = torch.stack(steps, dim=1)
-        _, next_value, _ = policy.step(self.obs, self.state, self.reset)
-        dones = torch.cat([rollout["reset"][:, 1:], self.reset[:, None]], dim=1)
+        _, next_value, _ = self.network.step(actor.next, actor.state)
+        dones = torch.cat([rollout["reset"][:, 1:], actor.next["reset"][:, None]], dim=1)
         rollout["advantage"], rollout["return"] = generalized_advantages(
             rollout["reward"], rollout["value"], dones, next_value, gamma, self.config.gae_lambda
         )
-        return TensorDict(steps=rollout, start_state=start_state, batch_size=[envs.num_envs]), episodes
+        return TensorDict(steps=rollout, start_state=start_state, batch_size=[num_envs]), episodes
 
     # ---- learning ---------------------------------------------------------------------------------------------
     def evaluate(self, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-probabilities of the stored actions, entropies and values, recomputed over whole trajectories."""
         steps = batch["steps"]
-        dist, values, _ = self.policy(steps["obs"], state_from_tensordict(batch["start_state"]), steps["reset"])
+        dist, values, _ = self.network(steps, state_from_tensordict(batch["start_state"]))
         return dist.log_prob(steps["action"]), dist.entropy(), values
 
     def update(self, batch: TensorDict) -> dict[str, float]:
@@ -181,15 +149,12 @@ class PPO:
         value_loss = 0.5 * (values - steps["return"]).square().mean()
         entropy = entropy.mean()
         loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
-        if not torch.isfinite(loss):
-            raise NonFiniteError(
-                f"PPO loss is {loss.item()} at step {self.global_step} (policy {policy_loss.item()}, "
-                f"value {value_loss.item()}, entropy {entropy.item()})"
-            )
+        check_finite_loss("PPO", self.global_step, loss, policy=policy_loss, value=value_loss, entropy=entropy)
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        if cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm, foreach=True)
         self.optimizer.step()
         with torch.no_grad():
             return {
@@ -205,24 +170,3 @@ class PPO:
         """One rollout and one update; returns the update's metrics and the episodes that ended meanwhile."""
         batch, episodes = self.collect()
         return self.update(batch), episodes
-
-    # ---- checkpoints ------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Weights, optimiser, counters, and where acting stands: the next observations, flags and memory state."""
-        return {
-            "policy": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "iteration": self.iteration,
-            "global_step": self.global_step,
-            **acting_state_dict(self.obs, self.reset, self.state),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration, self.global_step = state["iteration"], state["global_step"]
-        self.obs, self.reset, self.state = load_acting_state_dict(state, self.device)
-
-    def load_policy(self, state: dict) -> None:
-        """Only the network of a ``state_dict``: enough to act (``recurl.record``), with any number of envs."""
-        self.policy.load_state_dict(state["policy"])

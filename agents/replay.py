@@ -11,6 +11,11 @@ it) is stored only when ``t`` is a multiple of ``period``, and sequences start o
 sequence may span episodes; its reset flags say where each starts, and the memory restarts its state there. It is
 sampled only while all its steps are in the ring, so it never mixes steps of different passes over the ring.
 
+Prioritised sampling (R2D2, after Schaul et al. 2016). Each sequence start has a priority (the agent sets it from the
+sequence's TD errors with ``update_priorities``; a new start gets the largest priority seen so far, so it is sampled
+soon). ``sample`` draws a start with probability ``P_i = p_i^alpha / sum_j p_j^alpha`` (``alpha = 0``: uniform) and
+returns the importance weights ``w_i = (N P_i)^-beta / max_j (N P_j)^-beta`` that correct the loss for the bias.
+
 Memory, proportional to ``capacity``: per stored step, the step's own bytes (DQN: ``4 * obs_dim + 18`` bytes for a
 float32 observation, int64 action, float32 reward and bootstrap value, bool reset and done) plus the state's bytes
 divided by ``period`` (e.g. minGRU, 2 layers of 64 float32: 512 / period). ``nbytes`` reports the total. With DQN's
@@ -51,12 +56,16 @@ class SequenceReplay:
         self.num_envs, self.period, self.window = num_envs, period, window
         self.steps = _zeros_like_rows(step, self.slots)
         self.states = _zeros_like_rows(state, self.slots // period)
+        self.priorities = torch.zeros(num_envs, self.slots // period, dtype=torch.float64)
+        self.max_priority = 1.0
         self.written = 0  # steps written per env
 
     def add(self, step: TensorDict, state: TensorDict) -> None:
         """Append one step [num_envs]; ``state`` [num_envs] (the state carried into it) is kept every ``period`` steps."""
         if self.written % self.period == 0:
-            self.states[:, self.written // self.period % self.states.batch_size[1]] = state
+            start_slot = self.written // self.period % self.states.batch_size[1]
+            self.states[:, start_slot] = state
+            self.priorities[:, start_slot] = self.max_priority
         self.steps[:, self.written % self.slots] = step
         self.written += 1
 
@@ -66,7 +75,10 @@ class SequenceReplay:
 
     def state_dict(self) -> dict:
         """Everything stored, as plain tensors and numbers (checkpoints refuse other objects)."""
-        return {"steps": self.steps.to_dict(), "states": self.states.to_dict(), "written": self.written}
+        return {
+            "steps": self.steps.to_dict(), "states": self.states.to_dict(), "written": self.written,
+            "priorities": self.priorities, "max_priority": self.max_priority,
+        }
 
     def load_state_dict(self, saved: dict) -> None:
         """Refill from ``state_dict``; a buffer of another shape (capacity, envs, observation size) raises ValueError."""
@@ -75,11 +87,12 @@ class SequenceReplay:
             if _shapes(theirs) != _shapes(mine):  # update_ alone would broadcast a smaller buffer silently
                 raise ValueError(f"the saved replay {name} {_shapes(theirs)} do not fit this run's {_shapes(mine)}")
             mine.update_(theirs)
-        self.written = saved["written"]
+        self.priorities.copy_(saved["priorities"])
+        self.written, self.max_priority = saved["written"], saved["max_priority"]
 
     @property
     def nbytes(self) -> int:
-        return self.steps.bytes() + self.states.bytes()
+        return self.steps.bytes() + self.states.bytes() + self.priorities.nbytes
 
     def _starts(self) -> tuple[int, int]:
         """First sequence start (a step count) still whole in the ring, and how many starts per env can be sampled."""
@@ -91,20 +104,43 @@ class SequenceReplay:
     def num_sequences(self) -> int:
         return self._starts()[1] * self.num_envs
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> TensorDict:
-        """``batch_size`` sequences drawn uniformly with replacement.
+    def sample(
+        self, batch_size: int, generator: torch.Generator, priority_exponent: float = 0.0,
+        importance_exponent: float = 0.0,
+    ) -> TensorDict:
+        """``batch_size`` sequences drawn with replacement, with probability ``priority ** priority_exponent``.
 
-        Returns ``steps`` [B, window], ``start_state`` [B], and where each came from: ``env`` and ``start`` (the step
-        count of its first step) [B].
+        Returns ``steps`` [B, window], ``start_state`` [B], where each came from: ``env`` and ``start`` (the step count
+        of its first step) [B], and its importance ``weight`` [B] (``importance_exponent`` is beta; all 1 when
+        sampling is uniform).
         """
         first, per_env = self._starts()
         if per_env == 0:
             raise RuntimeError(f"replay holds no whole sequence of {self.window} steps yet")
-        pick = torch.randint(per_env * self.num_envs, (batch_size,), generator=generator)
+        count = per_env * self.num_envs
+        if priority_exponent == 0:
+            pick = torch.randint(count, (batch_size,), generator=generator)
+            weight = torch.ones(batch_size, dtype=torch.float64)
+        else:
+            # Candidates in the order pick = k * num_envs + env, k counting starts from ``first``.
+            slots = (first // self.period + torch.arange(per_env)) % self.states.batch_size[1]
+            mass = self.priorities[:, slots].T.reshape(-1) ** priority_exponent
+            pick = torch.multinomial(mass, batch_size, replacement=True, generator=generator)
+            probability = mass / mass.sum()
+            weight = (probability[pick] / probability.min()) ** -importance_exponent
         env = pick % self.num_envs
         start = first + pick // self.num_envs * self.period
         times = start[:, None] + torch.arange(self.window)
         # CPU indices work for storage on any device.
         steps = self.steps[env[:, None], times % self.slots]
         start_state = self.states[env, start // self.period % self.states.batch_size[1]]
-        return TensorDict(steps=steps, start_state=start_state, env=env, start=start, batch_size=[batch_size])
+        return TensorDict(
+            steps=steps, start_state=start_state, env=env, start=start, weight=weight, batch_size=[batch_size]
+        )
+
+    def update_priorities(self, env: torch.Tensor, start: torch.Tensor, priorities: torch.Tensor) -> None:
+        """Set the priorities of the sequences starting at step count ``start`` of ``env`` (as ``sample`` returned
+        them); floored at a tiny positive value so that every sequence can still be drawn."""
+        priorities = priorities.detach().to("cpu", torch.float64).clamp_min(1e-6)
+        self.priorities[env.cpu(), (start.cpu() // self.period) % self.states.batch_size[1]] = priorities
+        self.max_priority = max(self.max_priority, priorities.max().item())

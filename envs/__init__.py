@@ -6,7 +6,7 @@ popgym or minigrid: they are imported when their suite is first used.
 
 from .counter import COUNTER_ID, CounterEnv
 from .encoding import UnsupportedSpaceError, encode_observations, encoded_size, encoded_space
-from .make import EnvStepError, final_observations, finished_episodes, make_vector_env
+from .make import EnvStepError, final_observations, finished_episodes, make_env, make_vector_env
 from .registry import SUITES, resolve_env_id
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "encoded_space",
     "final_observations",
     "finished_episodes",
+    "make_env",
     "make_vector_env",
     "resolve_env_id",
 ]

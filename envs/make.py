@@ -102,12 +102,18 @@ def make_vector_env(
     return envs
 
 
+def make_env(suite: str, env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
+    """One env of ``suite`` as gymnasium makes it (observations not encoded), with a ``TimeLimit`` if
+    ``max_episode_steps`` is given; ``kwargs`` go to ``gymnasium.make``. Not reset."""
+    # An async worker may be a fresh process (spawn/forkserver) with an empty registry.
+    import_suite(suite)
+    return gym.make(resolve_env_id(suite, env_id), max_episode_steps=max_episode_steps, **kwargs)
+
+
 def _make_encoded_env(
     suite: str, env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any]
 ) -> gym.Env:
-    # An async worker may be a fresh process (spawn/forkserver) with an empty registry.
-    import_suite(suite)
-    return EpisodeLog(encode_observations(gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)))
+    return EpisodeLog(encode_observations(make_env(suite, env_id, max_episode_steps=max_episode_steps, **kwargs)))
 
 
 def finished_episodes(info: dict[str, Any]) -> list[tuple[float, int]]:

@@ -1,7 +1,7 @@
 """Frames for videos of any environment: its own picture where it draws one, text drawn to pixels otherwise.
 
-``make_render_env`` builds one env encoded exactly like a sub-env of ``make_vector_env`` (same id resolution, time
-limit and observation encoding, so a trained policy sees what it saw in training), asking for
+``make_render_env`` builds one env like a sub-env of ``make_vector_env`` (same id resolution and time limit; its
+observations are the env's own, as ``recurl.load_policy``'s policies take them), asking for
 ``render_mode="rgb_array"`` where the env offers it (MiniGrid, POPGym's CartPole and Pendulum variants), else
 ``"ansi"``, else nothing: most POPGym games refuse a ``render_mode`` argument.
 
@@ -40,7 +40,6 @@ from gymnasium.envs.registration import load_env_creator
 from matplotlib.ft2font import FT2Font
 from PIL import Image, ImageDraw, ImageFont
 
-from .encoding import encode_observations
 from .registry import resolve_env_id
 
 MIN_WIDTH = 400
@@ -84,7 +83,7 @@ class RawObservation(gym.Wrapper):
 
 
 def make_render_env(suite: str, env_id: str, *, max_episode_steps: int | None = None) -> gym.Env:
-    """One env like a sub-env of ``make_vector_env`` (encoded observations), rendering pictures where it can.
+    """One env like a sub-env of ``make_vector_env`` (observations not encoded), rendering pictures where it can.
 
     Not reset: the caller seeds it with ``reset(seed=...)``.
     """
@@ -100,7 +99,7 @@ def make_render_env(suite: str, env_id: str, *, max_episode_steps: int | None = 
         # variants); its render() reads the attribute, as gymnasium's classic-control envs do.
         env = gym.make(full_id, max_episode_steps=max_episode_steps)
         env.unwrapped.render_mode = mode
-    return encode_observations(RawObservation(env))
+    return RawObservation(env)
 
 
 def _render_modes(full_id: str) -> list[str]:

@@ -1,15 +1,17 @@
-"""``python -m recurl.compare DIR [DIR ...] --out FILE.png``: reward curves and a score table across runs.
+"""``python -m recurl.compare DIR [DIR ...] [--out FILE.png] [--leaderboard]``: reward curves and a score table
+across runs, or (``--leaderboard``) ``recurl.leaderboard``'s table of tasks x memories.
 
 Each DIR is a run folder (``metrics.csv`` and ``.hydra/config.yaml``) or any folder holding run folders at any depth,
-such as a Hydra multirun. Runs are grouped; a group's runs are seeds of one experiment.
+such as a Hydra multirun. Runs are grouped; a group's runs are seeds of one experiment. Without ``--out`` the plot is
+``compare.png`` (``leaderboard.png`` with ``--leaderboard``) in the DIR, or in the folder that holds all the DIRs.
 
 Grouping rule. Two runs are in the same group when their configs agree on every key except the *bookkeeping* keys
-(``BOOKKEEPING``: seed, step budget, device, threads, checkpointing, vectorisation, resuming, videos), which do not
-change what is learned, or only where it stops. So a run's group is its env id, agent, backbone, and every other key
-that differs between the runs compared: a sweep over ``memory.hidden_size`` gives one group per size. A key that only
-some runs have (a backbone's own option) differs only if those runs disagree on it. Groups never span envs: there is
-one plot panel per env, and a group's label shows the backbone always, and the agent and the other keys when they
-differ between the runs of its env.
+(``BOOKKEEPING``: seed, device, threads, checkpointing, vectorisation, resuming, videos), which do not change what is
+learned. So a run's group is its env id, agent, backbone, and every other key that differs between the runs compared:
+a sweep over ``memory.hidden_size`` gives one group per size, runs to different step budgets (``total_steps``) one
+group per budget. A key that only some runs have (a backbone's own option) differs only if those runs disagree on it.
+Groups never span envs: there is one plot panel per env, and a group's label shows the backbone always, and the agent
+and the other keys when they differ between the runs of its env.
 
 The runs cannot be compared, and the command stops with one line (exit code 2), when:
 
@@ -19,7 +21,10 @@ The runs cannot be compared, and the command stops with one line (exit code 2), 
 - two runs of one group have the same seed: they are not independent seeds (the same run twice);
 - the runs of a group do not overlap in env steps, so there is no step at which to average them.
 
-Statistics, per run, over the rows where an episode finished (a NaN ``episode_return`` means none did in that update):
+Statistics, per run, are of its *return used*: ``eval_return`` (the periodic evaluation's mean episode return, NaN
+in rows without an evaluation) where the run has a number in that column, else ``episode_return`` (the mean return of
+the training episodes that ended in the row's update, NaN when none did); the table says which (``return_used``: either
+name, or ``mixed`` when the seeds of a group differ). They are taken over the rows where that return is a number:
 *final return* is the mean of the last 10% of those rows (at least one); *MMER* (POPGym's score) the maximum over
 training of the row's mean episode return; *AUC* the area under return-vs-steps (trapezoids) divided by the steps it
 spans, i.e. the curve's average height. Wall time and steps/s are those of the run's last row. The table reports the
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +53,16 @@ from omegaconf import OmegaConf
 from recurl.envs import resolve_env_id
 
 BOOKKEEPING = frozenset(
-    {"seed", "total_steps", "device", "torch_threads", "checkpoint_every", "env.vectorization", "resume", "video"}
+    {"seed", "device", "torch_threads", "checkpoint_every", "env.vectorization", "resume", "existing", "video"}
 )
 REQUIRED = ("seed", "env.id", "agent.name", "memory.name")
 FINAL_FRACTION = 0.1
 GRID_POINTS = 200
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
-COLUMNS = ["env", "group", "seeds", "steps", "final_return", "mmer", "auc", "wall_time_s", "sps"]
+#: The returns a run's statistics can be of, preferred first: a run's evaluation where it has one.
+RETURNS = ("eval_return", "episode_return")
+COLUMNS = ["env", "group", "seeds", "steps", "final_return", "mmer", "auc", "wall_time_s", "sps", "return_used"]
 FORMATS = {"steps": "{:.0f}", "wall_time_s": "{:.1f}", "sps": "{:.0f}"}  # returns: "{:.3f}"
 
 
@@ -118,6 +126,7 @@ class Run:
     config: dict[str, Any]  # flattened: "memory.name" -> "mingru"
     steps: np.ndarray  # of the rows where an episode finished
     returns: np.ndarray
+    return_used: str  # the metrics.csv column of ``returns``: one of RETURNS
     last_step: float
     wall_time: float
     sps: float
@@ -156,23 +165,28 @@ def load_run(path: Path) -> Run:
             config["env.id"] = resolve_env_id("popgym", str(config["env.id"]))
         except ValueError:
             pass  # an id this popgym does not know is still a name to group by
-    columns = read_metrics(path / "metrics.csv")
-    steps, returns = finished_rows(columns["step"], columns["episode_return"])
+    columns = read_metrics(path / "metrics.csv", optional=RETURNS[:-1])
+    used = next((name for name in RETURNS if name in columns and not np.all(np.isnan(columns[name]))), RETURNS[-1])
+    steps, returns = finished_rows(columns["step"], columns[used])
     return Run(
-        path, config, steps, returns,
+        path, config, steps, returns, used,
         last_step=float(columns["step"][-1]) if len(columns["step"]) else math.nan,
         wall_time=float(columns["wall_time"][-1]) if len(columns["step"]) else math.nan,
         sps=float(columns["sps"][-1]) if len(columns["step"]) else math.nan,
     )
 
 
-def read_metrics(path: Path, names: tuple[str, ...] = ("step", "episode_return", "wall_time", "sps")) -> dict[str, np.ndarray]:
-    """The columns ``names`` of a metrics.csv as float arrays (empty cells are NaN)."""
+def read_metrics(
+    path: Path, names: tuple[str, ...] = ("step", "episode_return", "wall_time", "sps"), optional: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """The columns ``names``, and those of ``optional`` that it has, of a metrics.csv as float arrays (empty cells are
+    NaN)."""
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         missing = [name for name in names if name not in (reader.fieldnames or [])]
         if missing:
             raise CompareError(f"{path} lacks the column(s) {', '.join(missing)}")
+        names += tuple(name for name in optional if name in reader.fieldnames)
         rows = list(reader)
     try:  # a cell cut short by a crash mid-write is missing (None, NaN) or not a number (refused)
         return {name: np.array([float(row[name] or "nan") for row in rows], dtype=np.float64) for name in names}
@@ -217,6 +231,32 @@ def _label(runs: list[Run]) -> dict[str, list[Run]]:
     return labelled
 
 
+def load_groups(dirs: list[Path]) -> dict[tuple[str, str], list[Run]]:
+    """The runs under ``dirs``, grouped (``group_runs``); ``CompareError`` if one has no finished episode."""
+    runs = [load_run(path) for path in find_runs(dirs)]
+    empty = [str(run.path) for run in runs if len(run.returns) == 0]
+    if empty:
+        raise CompareError(
+            f"{len(empty)} run(s) have no finished episode (empty metrics.csv or only NaN returns): {', '.join(empty)}"
+        )
+    return group_runs(runs)
+
+
+def return_used(runs: list[Run]) -> str:
+    """The return ``runs``' statistics are of: one of RETURNS, or ``mixed``."""
+    used = {run.return_used for run in runs}
+    return used.pop() if len(used) == 1 else "mixed"
+
+
+def seeds_text(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
+
+
+def default_out(dirs: list[Path], name: str) -> Path:
+    """``name`` in the folder given, or in the deepest folder holding all ``dirs``."""
+    return Path(os.path.commonpath([folder.resolve() for folder in dirs])) / name
+
+
 def summarize(env: str, label: str, runs: list[Run]) -> dict[str, Any]:
     """One table row: the mean over seeds of each run's statistics."""
     return {
@@ -229,11 +269,13 @@ def summarize(env: str, label: str, runs: list[Run]) -> dict[str, Any]:
         "auc": float(np.mean([normalised_auc(r.steps, r.returns) for r in runs])),
         "wall_time_s": float(np.mean([r.wall_time for r in runs])),
         "sps": float(np.mean([r.sps for r in runs])),
+        "return_used": return_used(runs),
     }
 
 
 # ---- output -------------------------------------------------------------------------------------------------------
-def plot(groups: dict[tuple[str, str], list[Run]], out: Path) -> None:
+def figure_of(groups: dict[tuple[str, str], list[Run]]) -> Figure:
+    """One panel per env: per group, the mean curve over seeds and its 95% bootstrap band."""
     envs = sorted({env for env, _ in groups})
     labels = sorted({label for _, label in groups})
     colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
@@ -252,14 +294,23 @@ def plot(groups: dict[tuple[str, str], list[Run]], out: Path) -> None:
                 raise CompareError(f"cannot average {label} on {env}: {error}") from None
             values = interpolate(curves, grid)
             low, high = bootstrap_band(values)
-            ax.plot(grid, values.mean(axis=0), color=colors[label], label=f"{label} ({len(runs)} seeds)", marker="o" if len(grid) == 1 else None)
+            ax.plot(
+                grid, values.mean(axis=0), color=colors[label], label=f"{label} ({seeds_text(len(runs))})",
+                marker="o" if len(grid) == 1 else None,
+            )
             ax.fill_between(grid, low, high, color=colors[label], alpha=0.25, linewidth=0)
-        ax.set(title=env, xlabel="env steps", ylabel="episode return")
+        used = return_used([run for (group_env, _), runs in groups.items() if group_env == env for run in runs])
+        ax.set(title=env, xlabel="env steps", ylabel=used.replace("_", " ") if used != "mixed" else "return (mixed)")
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, not 200000 (long labels overlap)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     for ax in axes[len(envs) :]:
         ax.set_visible(False)
+    return figure
+
+
+def plot(groups: dict[tuple[str, str], list[Run]], out: Path) -> None:
+    figure = figure_of(groups)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
 
@@ -282,11 +333,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 def compare(dirs: list[Path], out: Path) -> list[dict[str, Any]]:
     """Plot to ``out``, write the table beside it (``.csv``) and return its rows; ``CompareError`` if impossible."""
-    runs = [load_run(path) for path in find_runs(dirs)]
-    empty = [str(run.path) for run in runs if len(run.returns) == 0]
-    if empty:
-        raise CompareError(f"{len(empty)} run(s) have no finished episode (empty metrics.csv or only NaN returns): {', '.join(empty)}")
-    groups = group_runs(runs)
+    groups = load_groups(dirs)
     plot(groups, out)
     rows = [summarize(env, label, members) for (env, label), members in groups.items()]
     write_csv(rows, out.with_suffix(".csv"))
@@ -296,19 +343,31 @@ def compare(dirs: list[Path], out: Path) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m recurl.compare",
-        description="Reward curves (mean over seeds, 95% bootstrap band) and a score table, runs grouped by backbone.",
+        description="Reward curves (mean over seeds, 95% bootstrap band) and a score table, runs grouped by backbone; "
+        "or, with --leaderboard, the leaderboard of tasks x memories (MMER, 95% bootstrap CI, suite mean, rank).",
     )
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="run folders or folders holding runs")
     parser.add_argument(
-        "--out", type=Path, required=True, metavar="FILE.png", help="the plot (or .pdf, .svg); the table goes beside it as .csv"
+        "--out", type=Path, metavar="FILE.png",
+        help="the plot (or .pdf, .svg); the table goes beside it as .csv. Default: compare.png (leaderboard.png with "
+        "--leaderboard) in DIR, or in the folder holding every DIR",
+    )
+    parser.add_argument(
+        "--leaderboard", action="store_true",
+        help="draw recurl.suite's leaderboard (a heatmap, a CSV and markdown tables) instead of reward curves",
     )
     args = parser.parse_args(argv)
+    out = args.out or default_out(args.dirs, "leaderboard.png" if args.leaderboard else "compare.png")
     try:
-        rows = compare(args.dirs, args.out)
+        if args.leaderboard:
+            from recurl.leaderboard import write_leaderboard  # recurl.leaderboard builds on this module
+
+            print(write_leaderboard(args.dirs, out))
+        else:
+            print(format_table(compare(args.dirs, out)))
     except CompareError as error:
         parser.exit(2, f"recurl.compare: error: {error}\n")
-    print(format_table(rows))
-    print(f"wrote {args.out} and {args.out.with_suffix('.csv')}")
+    print(f"wrote {out} and {out.with_suffix('.csv')}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
 """``python -m recurl.record RUN_DIR``: play a trained agent and write one mp4 per episode to ``RUN_DIR/videos/``.
 
-The agent is rebuilt from the checkpoint's own config with ``recurl.train.setup`` (so every agent type works) and
-then only used through ``act``, ``to_env``, ``load_policy`` and ``initial_state``. It plays one env,
-stepwise, carrying its recurrent state through the episode exactly as in training: the state is reset on the
+The policy is loaded with ``recurl.load_policy`` (every agent type) and plays one env stepwise on its own
+observations, carrying its recurrent state through the episode exactly as in training: the state is reset on the
 episode's first observation.
 
 A video of an episode of ``n`` steps has ``n + 1`` frames: the reset observation, then the state after each action
@@ -19,14 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v2 as imageio
-import torch
-from omegaconf import OmegaConf
 
-from recurl.checkpoint import CheckpointError, load_checkpoint
 from recurl.envs.render import FrameInfo, default_fps, make_frame, make_render_env
-from recurl.train import setup
-
-CHECKPOINTS = ("final.pt", "latest.pt")
+from recurl.policy import Policy, default_checkpoint, load_policy
 
 
 @dataclass(frozen=True)
@@ -34,28 +28,6 @@ class RecordedEpisode:
     path: Path
     episode_return: float
     length: int
-
-
-def default_checkpoint(run_dir: Path) -> Path:
-    """``checkpoints/final.pt``, or ``latest.pt`` for a run that has not finished."""
-    for name in CHECKPOINTS:
-        if (path := run_dir / "checkpoints" / name).is_file():
-            return path
-    raise CheckpointError(f"{run_dir} has no checkpoints/{' or '.join(CHECKPOINTS)}")
-
-
-def load_agent(checkpoint: Path):
-    """The checkpoint's agent on the CPU, with one env, and its config."""
-    payload = load_checkpoint(checkpoint)
-    cfg = OmegaConf.create(payload["config"])
-    cfg.device = "cpu"
-    cfg.env.num_envs, cfg.env.vectorization = 1, "sync"
-    if "minibatches" in cfg.agent:  # PPO refuses more minibatches than envs; the agent only acts here
-        cfg.agent.minibatches = 1
-    envs, agent = setup(cfg)
-    envs.close()
-    agent.load_policy(payload["agent"])
-    return agent, cfg
 
 
 def record_episodes(
@@ -73,7 +45,8 @@ def record_episodes(
         raise ValueError(f"fps must be at least 1, got {fps}")
     run_dir = Path(run_dir)
     checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint(run_dir)
-    agent, cfg = load_agent(checkpoint)
+    policy = load_policy(checkpoint)
+    cfg = policy.config
     env = make_render_env(cfg.env.suite, str(cfg.env.id), max_episode_steps=cfg.env.max_episode_steps)
     stem = checkpoint.stem + ("" if deterministic else "-sampled")
     (run_dir / "videos").mkdir(exist_ok=True)
@@ -83,7 +56,7 @@ def record_episodes(
             path = run_dir / "videos" / f"{stem}-ep{k}.mp4"
             with imageio.get_writer(path, fps=fps or default_fps(env), codec="libx264") as writer:
                 episode_return, length = play_episode(
-                    agent, env, writer.append_data, seed=cfg.seed if k == 0 else None,
+                    policy, env, writer.append_data, seed=cfg.seed if k == 0 else None,
                     deterministic=deterministic, overlay=overlay,
                 )
             recorded.append(RecordedEpisode(path, episode_return, length))
@@ -92,22 +65,21 @@ def record_episodes(
     return recorded
 
 
-def play_episode(agent, env, add_frame, *, seed: int | None, deterministic: bool, overlay: bool) -> tuple[float, int]:
+def play_episode(
+    policy: Policy, env, add_frame, *, seed: int | None, deterministic: bool, overlay: bool
+) -> tuple[float, int]:
     """One episode from ``env.reset(seed=seed)``, passing each frame to ``add_frame``; returns (return, length)."""
     obs, _ = env.reset(seed=seed)
-    state = agent.initial_state(1, "cpu")
-    reset = torch.ones(1, dtype=torch.bool)
+    state, reset, reward = policy.initial_state(), True, 0.0
     info = FrameInfo(step=0)
     add_frame(make_frame(env, info, overlay))
     done = False
     while not done:
-        action, state = agent.act(torch.as_tensor(obs, dtype=torch.float32)[None], state, reset, deterministic)
-        env_action = agent.to_env(action)[0]
-        obs, reward, terminated, truncated, _ = env.step(env_action)
-        info = FrameInfo(info.step + 1, env_action, float(reward), info.episode_return + float(reward))
+        action, state = policy.act(obs, state, reset, reward=reward, deterministic=deterministic)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        info = FrameInfo(info.step + 1, action, float(reward), info.episode_return + float(reward))
         add_frame(make_frame(env, info, overlay))
-        reset = torch.zeros(1, dtype=torch.bool)
-        done = terminated or truncated
+        reset, done = False, terminated or truncated
     return info.episode_return, info.step
 
 

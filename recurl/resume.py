@@ -4,7 +4,8 @@ Hydra makes a run folder before any code of ours runs, so ``config.yaml`` points
 run's folder through ``run_dir_for`` and puts Hydra's record of the resuming command in ``.hydra/resume-<time>/``
 (``output_subdir_for``): the run's original ``.hydra/config.yaml`` stays as it was. A *new* run pointed at a folder
 that already holds a run (``holds_a_run``) gets no Hydra record at all, so that nothing there is overwritten before
-``recurl.train`` refuses it.
+``recurl.train`` refuses it, or, with ``existing=resume`` (``existing_run``), skips it when it is finished or continues
+it in place when it was interrupted. That is how a re-run sweep (``recurl.suite``) picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -48,6 +49,37 @@ def holds_a_run(run_dir: Path) -> bool:
     return (run_dir / "metrics.csv").exists() or (run_dir / "checkpoints").exists()
 
 
+#: What a new run does when its folder already holds a run (the ``existing`` config key).
+EXISTING = ("refuse", "resume")
+
+
+def is_finished(run_dir: Path, total_steps: int) -> bool:
+    """Whether ``run_dir`` holds a run that trained ``total_steps`` steps or more (``checkpoints/final.pt``)."""
+    final = run_dir / "checkpoints" / "final.pt"
+    return final.is_file() and load_checkpoint(final)["agent"]["global_step"] >= total_steps
+
+
+def existing_run(run_dir: Path, existing: str, total_steps: int) -> str:
+    """What a new run in ``run_dir`` does about a run already there: ``"new"`` (start one), ``"finished"`` (nothing to
+    do) or ``"resume"`` (continue it from ``checkpoints/latest.pt``). ``existing=refuse`` refuses any run there;
+    ``existing=resume`` starts afresh only where the run stopped before its first checkpoint, dropping its rows."""
+    if existing not in EXISTING:
+        raise ValueError(f"existing={existing}: choose one of {', '.join(EXISTING)}")
+    if not holds_a_run(run_dir):
+        return "new"
+    if existing == "refuse":
+        raise ValueError(
+            f"{run_dir} already holds a run; continue it with resume={run_dir} (or existing=resume), "
+            "or choose another folder"
+        )
+    if is_finished(run_dir, total_steps):
+        return "finished"
+    if (run_dir / "checkpoints" / "latest.pt").is_file():
+        return "resume"
+    (run_dir / "metrics.csv").unlink(missing_ok=True)
+    return "new"
+
+
 def output_subdir_for(resume: str | None, output_dir: str) -> str | None:
     """Where Hydra records the job's config inside its folder ``output_dir``; None (no record) for a new run in a
     folder that already holds one."""
@@ -64,8 +96,10 @@ def resolve_resume(resume: str) -> tuple[Path, Path]:
     return _run_dir_of(checkpoint), checkpoint
 
 
-def resumed_config(checkpoint: Path, overrides: list[str]) -> DictConfig:
-    """The checkpoint's config with the command line's ``key=value`` overrides applied (``resume`` kept)."""
+def resumed_config(checkpoint: Path, overrides: list[str], composed: DictConfig) -> DictConfig:
+    """The checkpoint's config with the command line's overrides applied (``resume`` kept). ``composed`` is the config
+    Hydra composed from the command line: a group chosen there (``logger=wandb``) is taken from it whole, since an
+    override names the group's option, not its content."""
     cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"])
     for override in overrides:
         key, _, value = override.lstrip("+").partition("=")
@@ -73,6 +107,10 @@ def resumed_config(checkpoint: Path, overrides: list[str]) -> DictConfig:
             saved = OmegaConf.select(cfg, FIXED[key])
             if value != str(saved):
                 raise ValueError(f"{override}: a resumed run keeps its {FIXED[key]} ({saved}); start a new run instead")
+        elif key == "experiment":
+            raise ValueError(f"{override}: a preset sets up a new run; a resumed run keeps its own settings")
+        elif isinstance(composed.get(key), DictConfig):
+            cfg[key] = composed[key]
         else:
             cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
     return cfg

@@ -12,6 +12,11 @@ Rows, each at B x T x D with episode starts at random (p = 1/64 per step) where 
 - ``minGRU log-space compiled`` (``--compile``): the minGRU paper's log-space formulation (cumsum + logcumsumexp,
   no resets), through ``torch.compile``.
 
+``--complex`` prints another table instead: ``linear_scan`` of complex64 ``[B, T, D]`` tensors (FFM's and LRU's
+recurrence) against two float32 scans of the same ``[B, T, D]`` (gates |a|, inputs the real and imaginary parts of
+b), forward+backward, timed in turns (``interleaved_median_ms``) so that the ratio survives a machine whose speed
+drifts. The same bytes move either way.
+
 Every row reports its peak memory above the inputs (CUDA only) and what autograd saves for its backward (any
 device). Triton rows need CUDA (or, only to check this script, TRITON_INTERPRET=1 on CPU); on CPU the table still runs
 at small sizes to check the script and compare the torch backend with oneDNN.
@@ -21,12 +26,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recurl.bench.timing import device_name, forward_backward, median_ms
+from recurl.bench.timing import device_name, forward_backward, interleaved_median_ms, median_ms
 from recurl.kernels import linear_scan
 from recurl.memory import MEMORIES
 
@@ -117,6 +123,24 @@ def rows(batch, length, dim, dtype, device, backends, compile_log_space):
         yield "minGRU log-space compiled (no resets)", lambda: compiled(*proj(x).chunk(2, dim=-1)), None
 
 
+def complex_against_real(batch, length, dim, device, backend, rounds) -> dict[str, float]:
+    """Median forward+backward ms of the complex scan of ``[B, T, D]`` and of two real scans of ``[B, T, D]``."""
+    resets = torch.rand(batch, length, 1, device=device) < RESET_PROBABILITY
+    modulus = (0.8 + 0.2 * torch.rand(batch, length, dim, device=device)).masked_fill(resets, 0)
+    a = torch.polar(modulus, 2 * math.pi * torch.rand(batch, length, dim, device=device)).requires_grad_()
+    b = torch.randn(batch, length, dim, device=device, dtype=torch.complex64, requires_grad=True)
+    gates = modulus.clone().requires_grad_()
+    inputs = [part.detach().clone().requires_grad_() for part in (b.real, b.imag)]
+
+    def complex_scan():
+        torch.view_as_real(linear_scan(a, b, backend=backend)).square().mean().backward()
+
+    def two_real_scans():
+        sum(linear_scan(gates, x, backend=backend).square().mean() for x in inputs).backward()
+
+    return interleaved_median_ms({"complex": complex_scan, "two real": two_real_scans}, device, rounds)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recurl.bench kernels", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -127,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="add the torch.compile'd log-space minGRU row")
     parser.add_argument("--skip-loop", action="store_true", help="leave out the (slow) GRUCell loop")
+    parser.add_argument("--complex", action="store_true",
+                        help="instead: the complex64 scan against two float32 scans of the same size")
+    parser.add_argument("--torch-threads", type=int, help="torch's intra-op threads (default: torch's own)")
     parser.add_argument(
         "--backends", nargs="+", choices=["triton", "torch"],
         help="scan backends to time (default: triton and torch on CUDA, torch on CPU; triton on CPU needs "
@@ -135,6 +162,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     backends = args.backends or (["triton", "torch"] if device.type == "cuda" else ["torch"])
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    if args.complex:
+        print(f"# complex linear_scan vs two real scans, forward+backward, {device_name(device)}, "
+              f"torch {torch.__version__}, {datetime.date.today()}")
+        print("| B | T | D | backend | complex64 ms | two float32 ms | complex / two real |")
+        print("|---|---|---|---|---|---|---|")
+        for length in args.lengths:
+            for backend in backends:
+                t = complex_against_real(args.batch, length, args.dim, device, backend, args.repeats)
+                print(f"| {args.batch} | {length} | {args.dim} | {backend} | {t['complex']:.3f} | "
+                      f"{t['two real']:.3f} | {t['complex'] / t['two real']:.2f}x |", flush=True)
+        return
     bandwidth = copy_bandwidth(device, args.repeats)
     print(f"# kernels, forward+backward, {device_name(device)}, torch {torch.__version__}, "
           f"{datetime.date.today()}; copy bandwidth {bandwidth / 1e9:.0f} GB/s")

@@ -11,20 +11,30 @@ from __future__ import annotations
 import functools
 import inspect
 
+import torch
+
+from recurl.kernels import check_backend
 from recurl.memory.aaren import Aaren
 from recurl.memory.gru import GRU
 from recurl.memory.lstm import LSTM
 from recurl.memory.mingru import MinGRU
 from recurl.memory.minlstm import MinLSTM
 from recurl.memory.mlp import MLP
+from recurl.memory.cell import State
 from recurl.memory.stack import Memory
 
 #: Backbone name -> the cell class one layer is made of. ``mlp`` is the memory-less control.
 MEMORIES = {"mingru": MinGRU, "minlstm": MinLSTM, "aaren": Aaren, "lstm": LSTM, "gru": GRU, "mlp": MLP}
 
 
-def make_memory(name: str, input_size: int, hidden_size: int, num_layers: int = 1, **options) -> Memory:
-    """Build backbone ``name`` mapping ``input_size`` features to ``hidden_size``; ``options`` go to its cell."""
+def make_memory(
+    name: str, input_size: int, hidden_size: int, num_layers: int = 2, *, device: torch.device | str | None = None,
+    **options,
+) -> Memory:
+    """Build backbone ``name`` mapping ``input_size`` features to ``hidden_size``; ``options`` go to its cell.
+
+    With ``device``, the memory is moved there, after checking that its scan backend can run there.
+    """
     if name not in MEMORIES:
         raise ValueError(f"unknown memory {name!r}; choose one of {', '.join(MEMORIES)}")
     for field, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
@@ -38,7 +48,13 @@ def make_memory(name: str, input_size: int, hidden_size: int, num_layers: int = 
             f"memory {name}: unknown option(s) {', '.join(unknown)}; it accepts num_layers"
             + "".join(f", {p}" for p in accepted)
         )
-    return Memory(functools.partial(cell, **options), input_size, hidden_size, num_layers)
+    memory = Memory(functools.partial(cell, **options), input_size, hidden_size, num_layers)
+    if device is not None:
+        device = torch.device(device)
+        if "scan_backend" in options:
+            check_backend(options["scan_backend"], device)
+        memory.to(device)
+    return memory
 
 
-__all__ = ["MEMORIES", "Memory", "make_memory"]
+__all__ = ["MEMORIES", "Memory", "State", "make_memory"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from recurl.kernels import mingru_scan_triton
 from recurl.memory.cell import positive_activation
 from recurl.memory.linear_recurrence import LinearRecurrentCell
 
@@ -27,6 +28,4 @@ class MinGRU(LinearRecurrentCell):
         return decay, (1 - decay) * positive_activation(candidate)
 
     def fused_scan(self, z: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-        from recurl.kernels.mingru_triton import mingru_scan_triton  # on first use: triton is optional
-
         return mingru_scan_triton(z, resets, h0)

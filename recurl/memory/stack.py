@@ -22,9 +22,10 @@ def _stack_layers(states: list[State]) -> State:
 
 
 class Memory(nn.Module):
-    def __init__(self, make_cell: Callable[[int], MemoryCell], input_size: int, hidden_size: int, num_layers: int = 1):
+    def __init__(self, make_cell: Callable[[int], MemoryCell], input_size: int, hidden_size: int, num_layers: int = 2):
         super().__init__()
-        self.input_size, self.output_size = input_size, hidden_size
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.output_size = hidden_size
         self.input_proj = nn.Linear(input_size, hidden_size)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(num_layers))
         self.cells = nn.ModuleList(make_cell(hidden_size) for _ in range(num_layers))
@@ -36,18 +37,45 @@ class Memory(nn.Module):
         device = self.input_proj.weight.device if device is None else torch.device(device)
         return _stack_layers([cell.initial_state(batch_size, device, dtype) for cell in self.cells])
 
-    def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """``x`` [B, T, input_size], ``resets`` [B, T] bool (True: an episode starts at t) -> ``y`` [B, T, output_size]."""
-        if x.dim() != 3 or resets.shape != x.shape[:2] or resets.dtype != torch.bool:
-            raise ValueError(
-                f"memory: expected x [B, T, {self.input_size}] and bool resets [B, T]; "
-                f"got x {tuple(x.shape)} and resets {tuple(resets.shape)} {resets.dtype}"
-            )
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, resets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """``x`` [B, T, input_size], ``resets`` [B, T] bool (True: an episode starts at t) -> ``y`` [B, T, output_size].
+
+        ``state=None`` is the initial state and ``resets=None`` no resets, so ``mem(x)`` works as ``nn.GRU(x)`` does.
+        """
+        x, state, resets = self._checked(x, state, resets, time=True)
         return self._run(x, state, resets, lambda cell, *args: cell(*args))
 
-    def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """One time step: ``x`` [B, input_size], ``reset`` [B] bool -> ``y`` [B, output_size]."""
+    def step(
+        self, x: torch.Tensor, state: State | None = None, reset: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """One time step: ``x`` [B, input_size], ``reset`` [B] bool -> ``y`` [B, output_size] (defaults as ``forward``)."""
+        x, state, reset = self._checked(x, state, reset, time=False)
         return self._run(x, state, reset, lambda cell, *args: cell.step(*args))
+
+    def _checked(self, x: torch.Tensor, state: State | None, resets: torch.Tensor | None, time: bool):
+        """The inputs with defaults filled in; a shape or dtype that does not fit raises one ValueError naming it."""
+        what, dims = ("forward", "[B, T, {}] and bool resets [B, T]") if time else ("step", "[B, {}] and bool reset [B]")
+        expected = f"memory.{what}: expected x {dims.format(self.input_size)}"
+        if x.dim() != 2 + time or x.shape[-1] != self.input_size:
+            raise ValueError(f"{expected}; got x {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{expected} of a floating dtype; got x {x.dtype}")
+        batch_shape = x.shape[:-1]
+        if resets is None:
+            resets = torch.zeros(batch_shape, dtype=torch.bool, device=x.device)
+        elif resets.shape != batch_shape or resets.dtype != torch.bool:
+            raise ValueError(f"{expected}; got x {tuple(x.shape)} and resets {tuple(resets.shape)} {resets.dtype}")
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device)
+        elif any(part.shape[:2] != (x.shape[0], self.num_layers) for part in state):
+            shapes = ", ".join(str(tuple(part.shape)) for part in state)
+            raise ValueError(
+                f"memory.{what}: the state's tensors must start with [B, num_layers] = [{x.shape[0]}, "
+                f"{self.num_layers}]; got {shapes}"
+            )
+        return x, state, resets
 
     def _run(self, x, state, resets, call) -> tuple[torch.Tensor, State]:
         h = self.input_proj(x)

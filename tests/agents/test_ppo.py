@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from tensordict import TensorDict
 
+from recurl.agents.actor import state_from_tensordict
 from recurl.agents.gae import generalized_advantages
-from recurl.agents.acting import state_from_tensordict
 from recurl.agents.ppo import PPO, PPOConfig
 from recurl.envs import COUNTER_ID, make_vector_env
 from recurl.memory import MEMORIES, make_memory
@@ -16,12 +17,10 @@ def counter_agent(memory="mingru", truncate=False, lengths=(3, 5, 4, 7), num_env
     envs = make_vector_env(
         "gym", COUNTER_ID, num_envs, seed=0, env_kwargs={"episode_lengths": lengths, "truncate": truncate}
     )
-    mem = make_memory(memory, 2, 16, num_layers=2).double()
     config = PPOConfig(**{"rollout_steps": 20, "minibatches": num_envs, **config})
-    agent = PPO(config, envs, mem, device=CPU, total_steps=10_000, seed=0)
-    agent.policy.double()
-    agent.obs = agent.obs.double()
-    return agent
+    inputs = 2 + 2 * config.previous_action + config.previous_reward  # Counter: 2 numbers, Discrete(2) actions
+    mem = make_memory(memory, inputs, 16, num_layers=2).double()
+    return PPO(config, envs, mem, device=CPU, total_steps=10_000, seed=0)
 
 
 def test_gae_matches_a_hand_computed_case():
@@ -55,10 +54,31 @@ def test_rollout_marks_each_episode_start_and_aligns_actions_with_rewards():
     assert episodes and all(length in (3, 5, 4, 7) for _, length in episodes)
 
 
+def test_previous_action_and_reward_are_the_last_steps_and_zero_at_an_episode_start():
+    """Counter's reward is the action: the inputs at t hold a_{t-1} (one-hot) and r_{t-1} = a_{t-1}, except at an
+    episode's first step, where both are zero, whatever the last episode ended with."""
+    agent = counter_agent(previous_action=True, previous_reward=True)
+    agent.collect()
+    batch, _ = agent.collect()
+    steps = batch["steps"]
+    assert torch.equal(steps["prev_action"][:, 1:], steps["action"][:, :-1])
+    assert torch.equal(steps["prev_reward"][:, 1:], steps["reward"][:, :-1])
+    inputs = agent.network.inputs(steps)
+    assert inputs.shape == (3, 20, 5)
+    torch.testing.assert_close(inputs[..., :2], steps["obs"])
+    fresh = steps["reset"]
+    expected_action = torch.nn.functional.one_hot(steps["prev_action"], 2).double() * ~fresh[..., None]
+    torch.testing.assert_close(inputs[..., 2:4], expected_action)
+    torch.testing.assert_close(inputs[..., 4], steps["prev_reward"] * ~fresh)
+    assert (inputs[fresh][:, 2:] == 0).all() and (inputs[~fresh][:, 2:4].sum(-1) == 1).all()
+    assert fresh[:, 1:].any() and steps["action"][fresh].any()  # episodes did end with action 1, and were cut
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["obs", "obs+previous"])
 @pytest.mark.parametrize("name", MEMORIES)
-def test_update_recomputes_exactly_what_the_rollout_saw(name):
+def test_update_recomputes_exactly_what_the_rollout_saw(name, previous):
     """Replaying each whole trajectory through the parallel forward gives the rollout's log-probs and values."""
-    agent = counter_agent(name)
+    agent = counter_agent(name, previous_action=previous, previous_reward=previous)
     agent.collect()  # start the next rollout mid-episode, from a non-trivial stored state
     batch, _ = agent.collect()
     log_prob, _, values = agent.evaluate(batch)
@@ -66,13 +86,14 @@ def test_update_recomputes_exactly_what_the_rollout_saw(name):
     torch.testing.assert_close(values, batch["steps", "value"], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("previous_action", [False, True], ids=["obs", "obs+previous_action"])
 @pytest.mark.parametrize("name", MEMORIES)
-def test_ratio_is_one_on_every_minibatch_when_nothing_is_learned(name):
+def test_ratio_is_one_on_every_minibatch_when_nothing_is_learned(name, previous_action):
     envs = make_vector_env("popgym", "RepeatPreviousEasy", 4, seed=1)
+    inputs = envs.single_observation_space.shape[0] + 4 * previous_action  # 4 actions
     agent = PPO(
-        PPOConfig(rollout_steps=32, minibatches=2, learning_rate=0.0),
-        envs, make_memory(name, envs.single_observation_space.shape[0], 32, num_layers=2),
-        device=CPU, total_steps=10_000, seed=1,
+        PPOConfig(rollout_steps=32, minibatches=2, learning_rate=0.0, previous_action=previous_action),
+        envs, make_memory(name, inputs, 32, num_layers=2), device=CPU, total_steps=10_000, seed=1,
     )
     agent.collect()
     batch, _ = agent.collect()
@@ -90,19 +111,20 @@ def test_truncated_episodes_bootstrap_from_the_final_observation_with_the_contin
     agent = counter_agent(truncate=True, gamma=gamma, lengths=(3, 5), num_envs=2)
     batch, _ = agent.collect()
     steps = batch["steps"]
-    policy, checked = agent.policy, 0
+    network, checked = agent.network, 0
     for row in range(2):
         obs, resets = steps["obs"][row], steps["reset"][row]
         starts = resets.nonzero().squeeze(1).tolist() + [len(resets)]
         for begin, end in zip(starts, starts[1:]):
             if end == len(resets):
                 break  # the episode runs on past the rollout
-            # Replay the episode with the policy's recurrent step, then value its final observation (eid, length).
-            state = policy.initial_state(1)
+            # Replay the episode with the network's recurrent step, then value its final observation (eid, length).
+            state = network.initial_state(1)
             for t in range(begin, end):
-                _, _, state = policy.step(obs[t][None], state, resets[t][None])
-            final = torch.tensor([[obs[begin, 0], end - begin]], dtype=obs.dtype)
-            _, final_value, _ = policy.step(final, state, torch.tensor([False]))
+                _, _, state = network.step(steps[row, t][None], state)
+            final = TensorDict(obs=torch.tensor([[obs[begin, 0], end - begin]], dtype=obs.dtype),
+                               reset=torch.tensor([False]), batch_size=[1])
+            _, final_value, _ = network.step(final, state)
             expected = steps["action"][row, end - 1] + gamma * final_value[0]
             torch.testing.assert_close(steps["reward"][row, end - 1], expected.to(steps["reward"].dtype))
             checked += 1
@@ -118,7 +140,7 @@ def test_terminated_episodes_do_not_bootstrap():
 def test_stored_start_state_is_the_state_carried_between_rollouts():
     agent = counter_agent("lstm")
     agent.collect()
-    carried = agent.state
+    carried = agent.actor.state
     batch, _ = agent.collect()
     for a, b in zip(state_from_tensordict(batch["start_state"]), carried):
         assert torch.equal(a, b)
@@ -135,3 +157,15 @@ def test_config_values_are_checked():
         PPOConfig(gamma=1.5)
     with pytest.raises(ValueError, match="agent.epochs must be at least 1"):
         PPOConfig(epochs=0)
+
+
+def test_gumbel_max_sampling_follows_the_softmax():
+    """Chi-square test of 100k samples against softmax(logits) (a fixed seed; p < 0.001 fails)."""
+    from recurl.agents.heads import GumbelCategorical
+
+    logits = torch.tensor([0.0, 1.0, -1.0, 2.0, -3.0])
+    draws = 100_000
+    counts = torch.bincount(GumbelCategorical(logits.expand(draws, 5)).sample(), minlength=5).double()
+    expected = torch.softmax(logits.double(), -1) * draws
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 18.47  # the 0.999 quantile of chi-square with 4 degrees of freedom

@@ -15,9 +15,11 @@ from recurl.compare import (
     bootstrap_band,
     common_grid,
     compare,
+    figure_of,
     final_return,
     finished_rows,
     interpolate,
+    load_groups,
     main,
     mmer,
     normalised_auc,
@@ -27,15 +29,19 @@ NAN = math.nan
 COLUMNS = ["step", "episode_return", "episode_length", "episodes", "sps", "wall_time", "policy_loss"]
 
 
-def write_run(folder, returns, *, steps=None, memory="mingru", seed=0, env_id="popgym-RepeatPreviousEasy-v0", **extra):
-    """A run folder as recurl.train writes it: .hydra/config.yaml and metrics.csv (wall time = step / 100)."""
+def write_run(
+    folder, returns, *, steps=None, memory="mingru", seed=0, env_id="popgym-RepeatPreviousEasy-v0", eval_returns=None,
+    **extra,
+):
+    """A run folder as recurl.train writes it: .hydra/config.yaml and metrics.csv (wall time = step / 100), with an
+    ``eval_return`` column when ``eval_returns`` are given (NaN in rows without an evaluation)."""
     steps = steps if steps is not None else [100 * (i + 1) for i in range(len(returns))]
     config = {
         "agent": {"name": "ppo", "learning_rate": 0.001},
         "memory": {"name": memory, "hidden_size": 64, "num_layers": 2},
         "env": {"suite": "popgym", "id": env_id, "num_envs": 4, "vectorization": "sync", "max_episode_steps": None},
-        "seed": seed, "total_steps": steps[-1] if steps else 0, "device": "cpu", "torch_threads": 1,
-        "checkpoint_every": 20,
+        "seed": seed, "total_steps": 2000, "device": "cpu", "torch_threads": 1, "checkpoint_every": 20,
+        "existing": "refuse",
     }
     for key, value in extra.items():  # memory__hidden_size=128 sets memory.hidden_size
         *group, name = key.split("__")
@@ -44,9 +50,11 @@ def write_run(folder, returns, *, steps=None, memory="mingru", seed=0, env_id="p
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     with (folder / "metrics.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for step, ret in zip(steps, returns):
-            writer.writerow([step, ret, 10, 0 if math.isnan(ret) else 2, step / (step / 100), step / 100, 0.1])
+        writer.writerow(COLUMNS + ["eval_return"] * (eval_returns is not None))
+        for i, (step, ret) in enumerate(zip(steps, returns)):
+            evaluation = [] if eval_returns is None else [eval_returns[i]]
+            episodes = 0 if math.isnan(ret) else 2
+            writer.writerow([step, ret, 10, episodes, step / (step / 100), step / 100, 0.1, *evaluation])
     return folder
 
 
@@ -94,7 +102,7 @@ def test_compare_plots_and_tabulates_hand_computed_numbers(tmp_path, capsys):
     sweep = tmp_path / "multirun" / "2026-01-01" / "12-00-00"
     # mingru seed 0: finished rows 0, .2, .4, .6, .8, .5, .9, 1.0 -> final (1 row of 8) 1.0, MMER 1.0
     write_run(sweep / "0_ppo_mingru_seed0", [NAN, 0.0, 0.2, 0.4, NAN, 0.6, 0.8, 0.5, 0.9, 1.0], seed=0)
-    # mingru seed 1, 20 rows to another step budget (2000): final = mean(0.9, 0.5) = 0.7, MMER 0.9
+    # mingru seed 1, 20 rows (to step 2000, twice as far): final = mean(0.9, 0.5) = 0.7, MMER 0.9
     write_run(sweep / "1_ppo_mingru_seed1", [i / 20 for i in range(1, 19)] + [0.9, 0.5], seed=1)
     # lstm, given as a run folder of its own: final 1.0, MMER 1.0, AUC 0.75 (see test_statistics_of_one_run_by_hand)
     lstm = write_run(tmp_path / "lstm_run", [0.0, 1.0, 1.0], steps=[100, 200, 300], memory="lstm", seed=0)
@@ -117,6 +125,7 @@ def test_compare_plots_and_tabulates_hand_computed_numbers(tmp_path, capsys):
     assert float(lstm_row["final_return"]) == 1.0 and float(lstm_row["mmer"]) == 1.0
     assert float(lstm_row["auc"]) == pytest.approx(0.75)
     assert float(lstm_row["sps"]) == pytest.approx(100)
+    assert mingru["return_used"] == lstm_row["return_used"] == "episode_return"
     printed = capsys.readouterr().out
     assert "final_return" in printed and "mingru" in printed and str(out) in printed
 
@@ -141,7 +150,7 @@ def test_groups_by_every_key_that_differs_and_panels_by_env(tmp_path):
 
 def test_refuses_runs_it_cannot_compare(tmp_path):
     write_run(tmp_path / "a", [0.1, 0.2], seed=3)
-    write_run(tmp_path / "b", [0.1, 0.2], seed=3, total_steps=10_000)  # bookkeeping differs, same experiment and seed
+    write_run(tmp_path / "b", [0.1, 0.2], seed=3, torch_threads=4)  # bookkeeping differs, same experiment and seed
     with pytest.raises(CompareError, match="same experiment .* with the same seed 3"):
         compare([tmp_path], tmp_path / "out.png")
     write_run(tmp_path / "c" / "no_episodes", [NAN, NAN], seed=4)
@@ -167,3 +176,49 @@ def test_cli_fails_in_one_line_on_a_folder_without_runs(tmp_path):
         f"recurl.compare: error: no runs under {tmp_path / 'empty'} (a run is a folder with metrics.csv and .hydra/config.yaml)"
     )
     assert not (tmp_path / "x.png").exists()
+
+
+def test_runs_to_different_budgets_are_groups_of_their_own(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path / f"short{seed}", [0.1, 0.2], seed=seed, total_steps=200)
+        write_run(tmp_path / f"long{seed}", [0.1, 0.2, 0.5, 0.6], seed=seed, total_steps=400)
+    # Seed 0 again, on steps no other run reaches: a group of its own, not a duplicate seed or curves without overlap.
+    write_run(tmp_path / "far", [0.0, 0.1], steps=[1000, 2000], total_steps=2000)
+    rows = compare([tmp_path], tmp_path / "out.png")
+    assert [(r["group"], r["seeds"], r["mmer"]) for r in rows] == [
+        ("mingru total_steps=200", 2, 0.2), ("mingru total_steps=2000", 1, 0.1), ("mingru total_steps=400", 2, 0.6),
+    ]
+
+
+def test_legends_count_seeds_in_words(tmp_path):
+    write_run(tmp_path / "one", [0.1, 0.2], memory="lstm")
+    for seed in (0, 1, 2):
+        write_run(tmp_path / f"three{seed}", [0.1, 0.2], seed=seed)
+    (ax,) = [ax for ax in figure_of(load_groups([tmp_path])).axes if ax.get_visible()]
+    assert ax.get_legend_handles_labels()[1] == ["lstm (1 seed)", "mingru (3 seeds)"]
+    assert ax.get_ylabel() == "episode return"
+
+
+def test_eval_return_is_scored_where_a_run_has_it(tmp_path):
+    # Evaluations every other row: MMER 0.7 and final return 0.7 (last of 2 evaluated rows), training returns ignored.
+    write_run(tmp_path / "eval", [0.9, 1.0, 0.95, 0.99], eval_returns=[NAN, 0.4, NAN, 0.7], memory="lstm")
+    write_run(tmp_path / "no_eval_yet", [0.2, 0.3], eval_returns=[NAN, NAN])  # a column without numbers: not used
+    write_run(tmp_path / "old", [0.2, 0.5], seed=1)  # no column
+    rows = {row["group"]: row for row in compare([tmp_path], tmp_path / "out.png")}
+    lstm = rows["lstm"]
+    assert (lstm["mmer"], lstm["final_return"], lstm["return_used"]) == (0.7, 0.7, "eval_return")
+    assert (rows["mingru"]["mmer"], rows["mingru"]["return_used"]) == ((0.3 + 0.5) / 2, "episode_return")
+    write_run(tmp_path / "mixed", [0.2, 0.5], eval_returns=[0.1, 0.1], seed=2)
+    rows = {row["group"]: row for row in compare([tmp_path], tmp_path / "out.png")}
+    assert rows["mingru"]["return_used"] == "mixed"
+
+
+def test_out_defaults_to_beside_the_runs(tmp_path, capsys):
+    sweep = tmp_path / "sweeps" / "a"
+    write_run(sweep / "run0", [0.1, 0.2])
+    main([str(sweep)])
+    assert (sweep / "compare.png").is_file() and (sweep / "compare.csv").is_file()
+    assert f"wrote {sweep / 'compare.png'} and {sweep / 'compare.csv'}" in capsys.readouterr().out
+    write_run(tmp_path / "sweeps" / "b" / "run0", [0.1, 0.2], memory="lstm")
+    main([str(sweep), str(tmp_path / "sweeps" / "b")])  # two folders: in the folder holding both
+    assert (tmp_path / "sweeps" / "compare.png").is_file()

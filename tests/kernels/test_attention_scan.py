@@ -9,17 +9,21 @@ import os
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the kernels' definition
 
-from recurl.kernels import attention_scan  # noqa: E402
+from recurl.kernels import attention_scan, segmented_cummax  # noqa: E402
+from recurl.kernels.attention_scan.reference import attention_scan_reference  # noqa: E402
+from recurl.kernels.attention_scan.torch_scan import attention_scan_torch  # noqa: E402
 from recurl.memory import MEMORIES  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
-# The module (the package's ``attention_scan`` is the function of the same name).
-scan_module = importlib.import_module("recurl.kernels.attention_scan")
+# The op's entry module (the package's ``attention_scan`` is the function of the same name).
+entry_module = importlib.import_module("recurl.kernels.attention_scan")
 
 
 def _inputs(batch, length, heads, dim, warm=True, seed=0, dtype=torch.float32):
@@ -55,11 +59,11 @@ def _value_and_grads(scan, score, value, resets, state, weights, device=DEVICE):
 def _reference(score, value, resets, state, weights, dtype=torch.float64):
     score, value, *state = (x.to(dtype) for x in (score, value, *state))
     weights = [w.to(dtype) for w in weights]
-    return _value_and_grads(scan_module.attention_scan_reference, score, value, resets, tuple(state), weights, "cpu")
+    return _value_and_grads(attention_scan_reference, score, value, resets, tuple(state), weights, "cpu")
 
 
 def _triton(*inputs, **config):
-    from recurl.kernels.attention_scan_triton import attention_scan_triton
+    from recurl.kernels.attention_scan.triton_scan import attention_scan_triton
 
     return _value_and_grads(lambda *args: attention_scan_triton(*args, **config), *inputs)
 
@@ -92,7 +96,7 @@ def test_triton_matches_reference(shape, warm):
 def test_torch_matches_reference(shape, warm):
     batch, length, heads, dim, _ = shape
     inputs = _inputs(batch, length, heads, dim, warm, seed=length + dim)
-    got = _value_and_grads(scan_module.attention_scan_torch, *inputs, device="cpu")
+    got = _value_and_grads(attention_scan_torch, *inputs, device="cpu")
     _assert_all_close(got, _reference(*inputs), 1e-5)
 
 
@@ -125,7 +129,7 @@ def test_inf_and_nan_stay_in_their_episode(backend):
 
     def run(score, value):
         if backend == "torch":
-            return _value_and_grads(scan_module.attention_scan_torch, score, value, resets, state, weights, "cpu")
+            return _value_and_grads(attention_scan_torch, score, value, resets, state, weights, "cpu")
         return _triton(score, value, resets, state, weights, chunk=4)
 
     got, expected = run(score, value), _reference(score, value, resets, state, weights)
@@ -173,7 +177,7 @@ def test_aaren_on_triton_equals_its_step_loop():
 
 
 def test_auto_on_cpu_uses_torch(monkeypatch):
-    monkeypatch.setattr(scan_module, "attention_scan_torch", lambda *args: "torch ran")
+    monkeypatch.setattr(entry_module, "attention_scan_torch", lambda *args: "torch ran")
     score, value, resets, state, _ = _inputs(1, 3, 1, 2)
     assert attention_scan(score, value, resets, state) == "torch ran"
 
@@ -188,3 +192,17 @@ def test_refuses_unknown_backends_and_wrong_shapes():
         attention_scan(score, value, resets.float(), state)
     with pytest.raises(ValueError, match=r"state must be \(m0, u0, w0\)"):
         attention_scan(score, value, resets, (state[0], state[1], state[2][..., :3]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(1, 70), seed=st.integers(0, 2**16))
+def test_segmented_cummax_matches_a_loop(length, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, length, 2, generator=gen, dtype=torch.float64)
+    starts = torch.rand(3, length, generator=gen) < 0.2
+    initial = torch.randn(3, 2, generator=gen, dtype=torch.float64)
+    got = segmented_cummax(x, starts, initial)
+    running = initial
+    for t in range(length):
+        running = torch.where(starts[:, t, None], x[:, t], torch.maximum(running, x[:, t]))
+        assert torch.equal(got[:, t], running)

@@ -10,9 +10,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the kernels' definition
 pytest.importorskip("triton")
 
-from recurl.kernels import linear_scan  # noqa: E402
-from recurl.kernels.mingru_triton import mingru_scan_triton  # noqa: E402
-from recurl.kernels.minlstm_triton import minlstm_scan_triton  # noqa: E402
+from recurl.kernels import linear_scan, mingru_scan_triton, minlstm_scan_triton  # noqa: E402
 from recurl.memory import MEMORIES  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -110,6 +108,21 @@ def test_reset_cuts_off_inf_and_nan(name):
     clean = _value_and_grads(cell.fused_scan, z[:, 20:], resets[:, 20:], None, weight[:, 20:], torch.float32, DEVICE)
     torch.testing.assert_close(h[:, 20:], clean[0].cpu())
     torch.testing.assert_close(grad_z[:, 20:], clean[1].cpu())
+
+
+def test_minlstm_with_both_pre_activations_far_below_zero_is_finite():
+    """f / (f + i) would be 0 / 0 where both sigmoids underflow float32; the kernel's log-space gates give 1/2, in
+    value and gradient as the torch path (computed in float64, where nothing underflows)."""
+    cell = _cell("minlstm", 5, torch.float32)
+    z, resets, h0, weight = _inputs(cell, 2, 21)
+    z[:, :, [0, 2, 4, 5, 7, 9]] = -100  # forget and input pre-activations of channels 0, 2 and 4 (slices of 5)
+    fused = _value_and_grads(cell.fused_scan, z, resets, h0, weight, torch.float32, DEVICE)
+    expected = _value_and_grads(
+        lambda z, r, h0: _unfused(_cell("minlstm", 5).cpu(), z, r, h0), z, resets, h0, weight, torch.float64, "cpu"
+    )
+    for got, want in zip(fused, expected, strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.cpu().double(), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", CELLS)

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recurl.kernels import linear_scan, segmented_cummax
+from recurl.kernels import linear_scan
 
 FAST_BACKENDS = ["torch"]
 
@@ -99,16 +99,3 @@ def test_bad_shapes_and_backend_are_refused():
     with pytest.raises(ValueError, match="unknown scan backend .cuda."):
         linear_scan(a, a, backend="cuda")
 
-
-@settings(max_examples=30, deadline=None)
-@given(length=st.integers(1, 70), seed=st.integers(0, 2**16))
-def test_segmented_cummax_matches_a_loop(length, seed):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(3, length, 2, generator=gen, dtype=torch.float64)
-    starts = torch.rand(3, length, generator=gen) < 0.2
-    initial = torch.randn(3, 2, generator=gen, dtype=torch.float64)
-    got = segmented_cummax(x, starts, initial)
-    running = initial
-    for t in range(length):
-        running = torch.where(starts[:, t, None], x[:, t], torch.maximum(running, x[:, t]))
-        assert torch.equal(got[:, t], running)

@@ -122,9 +122,11 @@ def test_the_initial_state_matters_until_the_first_reset(name):
     x = torch.randn(2, 12, INPUT, dtype=torch.float64)
     resets = torch.zeros(2, 12, dtype=torch.bool)
     resets[:, 7] = True
-    y_cold, _ = mem(x, mem.initial_state(2), resets)
-    y_warm, _ = mem(x, warm_state(mem, 2, torch.float64), resets)
+    y_cold, state_cold = mem(x, mem.initial_state(2), resets)
+    y_warm, state_warm = mem(x, warm_state(mem, 2, torch.float64), resets)
     torch.testing.assert_close(y_cold[:, 7:], y_warm[:, 7:], rtol=0, atol=0)
+    for cold, warm in zip(state_cold, state_warm, strict=True):  # the final state forgot the start state too
+        torch.testing.assert_close(cold, warm, rtol=0, atol=0)
     if name != "mlp":
         assert not torch.allclose(y_cold[:, :7], y_warm[:, :7])
 
@@ -153,13 +155,17 @@ def test_inf_or_huge_values_before_a_reset_never_reach_after_it(name, options, b
     x = torch.randn(2, 40, INPUT, device=device)
     resets = torch.zeros(2, 40, dtype=torch.bool, device=device)
     resets[:, 25] = True
-    clean, _ = mem(x, mem.initial_state(2), resets)
+    clean, clean_state = mem(x, mem.initial_state(2), resets)
     x[:, 10] = bad
     y, state = mem(x, mem.initial_state(2), resets)
     stepped, step_state = run_steps(mem, x, mem.initial_state(2), resets)
     for out in (y, stepped):
         assert torch.isfinite(out[:, 25:]).all()
         torch.testing.assert_close(out[:, 25:], clean[:, 25:])
+    for final in (state, step_state):  # the final state, too, holds nothing of what came before the reset
+        for part, clean_part in zip(final, clean_state, strict=True):
+            assert not torch.isnan(part).any()
+            torch.testing.assert_close(part, clean_part)
 
 
 @pytest.mark.parametrize("name", BACKBONES)

@@ -2,9 +2,9 @@
 
     h_t = a_t * h_{t-1} + b_t,   h_{-1} = h0 (zeros when None),
 
-over dim 1 of ``[B, T, D]`` tensors. A gate ``a_t == 0`` cuts the past off completely: ``h_t = b_t`` even when
-``h_{t-1}`` is inf or NaN. That is how a memory module resets a state (it sets ``a_t = 0`` at an episode start), and
-``0 * inf = nan`` must not leak a previous episode's overflow into the next one.
+over dim 1 of ``[B, T, D]`` tensors, real or complex. A gate ``a_t == 0`` cuts the past off completely: ``h_t = b_t``
+even when ``h_{t-1}`` is inf or NaN. That is how a memory module resets a state (it sets ``a_t = 0`` at an episode
+start), and ``0 * inf = nan`` must not leak a previous episode's overflow into the next one.
 """
 
 from __future__ import annotations

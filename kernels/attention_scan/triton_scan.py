@@ -1,9 +1,9 @@
-"""Aaren's attention scan (``attention_scan.py``) as fused Triton kernels, forward and backward.
+"""Aaren's attention scan (``reference.py``) as fused Triton kernels, forward and backward.
 
 The torch path runs a segmented max, then a ``linear_scan`` over ``[u, w]`` fed by several elementwise kernels, each
 reading and writing ``[B, T, H, 1 + d]`` tensors. Here one program owns one (batch row, head) and the whole head
 (``BLOCK_D = next_pow2(d)`` channels), reads score, value and resets and writes ``o``, ``m``, ``u`` once each,
-walking time in tiles of ``CHUNK`` steps as ``scan_triton`` does.
+walking time in tiles of ``CHUNK`` steps as the linear scan's kernels do (``triton_common``).
 
 Forward: the torch path's two scans, per tile. First the running max ``m_t`` of each row's segment, a scan of
 ``(s_t, reset_t)`` over the tile's rows with the segmented-max operator, the max carried from the previous tile
@@ -29,7 +29,7 @@ forward) and recomputes only ``e^(s - m)``. ``m`` is saved in at least float32 e
 
 Overflow stays in its episode: resets and masks are ``tl.where``, never a multiply (``0 * inf`` is NaN), and padding
 rows get gate 1 and input 0 by ``where`` rather than from ``exp(-inf - -inf)``. As in
-``scan_triton``, a product of gates that underflows to 0 inside a tile is read as a cut; that drops a term below
+``triton_common``, a product of gates that underflows to 0 inside a tile is read as a cut; that drops a term below
 1e-38 times the carried sums, next to a ``u`` of at least 1. Accumulation is in float32 (float64 for float64 inputs);
 loads and stores keep the input dtype.
 """
@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from recurl.kernels.scan_triton import ACCUMULATOR, check_inputs, device_guard, scan_tile, tile_config
+from recurl.kernels.triton_common import ACCUMULATOR, add, check_inputs, device_guard, scan_tile, tile_config
 
 
 @triton.jit
@@ -58,14 +58,9 @@ def _running_max(s, f, m):
 
 
 @triton.jit
-def _add(x, y):
-    return x + y
-
-
-@triton.jit
 def _last(x, rows, CHUNK: tl.constexpr):
     """Row ``CHUNK - 1`` of a ``[CHUNK]`` vector (selected with where: other rows may hold inf or NaN)."""
-    return tl.reduce(tl.where(rows == CHUNK - 1, x, 0.0), 0, _add)
+    return tl.reduce(tl.where(rows == CHUNK - 1, x, 0.0), 0, add)
 
 
 @triton.jit
@@ -73,7 +68,7 @@ def _forward_kernel(
     score_ptr, value_ptr, reset_ptr, m0_ptr, u0_ptr, w0_ptr, o_ptr, m_ptr, u_ptr, T, H, D,
     ACC: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_b, pid_h = tl.program_id(0), tl.program_id(1)
+    pid_b, pid_h = tl.program_id(0).to(tl.int64), tl.program_id(1)  # offsets from pid_b may pass 2^31
     cols = tl.arange(0, BLOCK_D)
     col_ok = cols < D
     rows = tl.arange(0, CHUNK)
@@ -86,7 +81,7 @@ def _forward_kernel(
         t = t0 + rows
         row_ok = t < T
         has_prev = row_ok & (rows > 0)  # row t - 1 is in this tile; for the first row m_{t-1} is the carried m
-        step = pid_b.to(tl.int64) * T + t  # index of (b, t) in [B, T]
+        step = pid_b * T + t  # index of (b, t) in [B, T]
         item = step * H + pid_h  # index of (b, t, h) in [B, T, H]
         s = tl.load(score_ptr + item, mask=row_ok, other=-float("inf")).to(ACC)
         reset = tl.load(reset_ptr + step, mask=row_ok, other=0).to(tl.int32)
@@ -114,7 +109,7 @@ def _backward_kernel(
     score_ptr, value_ptr, reset_ptr, m0_ptr, m_ptr, u_ptr, o_ptr, do_ptr, du_ptr, ds_ptr, dv_ptr, du0_ptr, dw0_ptr,
     T, H, D, ACC: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_b, pid_h = tl.program_id(0), tl.program_id(1)
+    pid_b, pid_h = tl.program_id(0).to(tl.int64), tl.program_id(1)  # offsets from pid_b may pass 2^31
     cols = tl.arange(0, BLOCK_D)
     col_ok = cols < D
     rows = tl.arange(0, CHUNK)
@@ -126,7 +121,7 @@ def _backward_kernel(
         t = T - 1 - k - rows  # the tile's rows run backwards in time
         row_ok = t >= 0
         has_next = row_ok & (t < T - 1)
-        step = pid_b.to(tl.int64) * T + t
+        step = pid_b * T + t
         item = step * H + pid_h
         ok = row_ok[:, None] & col_ok[None, :]
         tile = item[:, None] * D + cols[None, :]
@@ -140,16 +135,16 @@ def _backward_kernel(
         do = tl.load(do_ptr + tile, mask=ok, other=0.0).to(ACC)
         r_tile, r = scan_tile(tl.broadcast_to(c[:, None], (CHUNK, BLOCK_D)), do / u_t[:, None], r, rows, CHUNK)
         o = tl.load(o_ptr + tile, mask=ok, other=0.0).to(ACC)
-        s_in = tl.reduce(o * do, 1, _add) / u_t - tl.load(du_ptr + item, mask=row_ok, other=0.0).to(ACC)
+        s_in = tl.reduce(o * do, 1, add) / u_t - tl.load(du_ptr + item, mask=row_ok, other=0.0).to(ACC)
         s_tile, s_acc = scan_tile(c[:, None], s_in[:, None], s_acc, rows, CHUNK)
         weight = tl.exp(tl.load(score_ptr + item, mask=row_ok, other=0.0).to(ACC) - m_t)[:, None]
         v = tl.load(value_ptr + tile, mask=ok, other=0.0).to(ACC)
         tl.store(dv_ptr + tile, (weight * r_tile).to(dv_ptr.dtype.element_ty), mask=ok)
-        ds = weight * (tl.reduce(v * r_tile, 1, _add)[:, None] - s_tile)
+        ds = weight * (tl.reduce(v * r_tile, 1, add)[:, None] - s_tile)
         tl.store(ds_ptr + item[:, None], ds.to(ds_ptr.dtype.element_ty), mask=row_ok[:, None])
     # r and s_acc are now R_0 and S_0; c_0 links them to the initial state.
-    m_first = tl.load(m_ptr + pid_b.to(tl.int64) * T * H + pid_h).to(ACC)
-    reset_first = tl.load(reset_ptr + pid_b.to(tl.int64) * T) != 0
+    m_first = tl.load(m_ptr + pid_b * T * H + pid_h).to(ACC)
+    reset_first = tl.load(reset_ptr + pid_b * T) != 0
     c0 = tl.where(reset_first, 0.0, tl.exp(tl.load(m0_ptr + head).to(ACC) - m_first))
     tl.store(dw0_ptr + head * D + cols, tl.where(c0 == 0, 0.0, c0 * r).to(dw0_ptr.dtype.element_ty), mask=col_ok)
     tl.store(du0_ptr + head + one, tl.where(c0 == 0, 0.0, -c0 * s_acc).to(du0_ptr.dtype.element_ty))

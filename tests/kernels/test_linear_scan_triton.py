@@ -12,9 +12,9 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the kernels' definition
 pytest.importorskip("triton")
 
-from recurl.kernels import linear_scan  # noqa: E402
-from recurl.kernels import scan_triton  # noqa: E402
-from recurl.kernels.scan_triton import linear_scan_triton  # noqa: E402
+from recurl.kernels import linear_scan, triton_common  # noqa: E402
+from recurl.kernels.linear_scan import triton_scan  # noqa: E402
+from recurl.kernels.linear_scan.triton_scan import linear_scan_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -154,13 +154,13 @@ def test_auto_on_cpu_uses_torch(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("auto must not pick triton for CPU tensors")
 
-    monkeypatch.setattr(scan_triton, "linear_scan_triton", fail)
+    monkeypatch.setattr(triton_scan, "linear_scan_triton", fail)
     a, b, h0, _ = _inputs(2, 9, 4)
     torch.testing.assert_close(linear_scan(a, b, h0), linear_scan(a, b, h0, backend="torch"))
 
 
 def test_cpu_tensors_need_the_interpreter(monkeypatch):
-    monkeypatch.setattr(scan_triton, "INTERPRETED", False)
+    monkeypatch.setattr(triton_common, "INTERPRETED", False)
     a, b, _, _ = _inputs(1, 3, 2)
     with pytest.raises(ValueError, match="CUDA tensors.*TRITON_INTERPRET=1"):
         linear_scan(a, b, backend="triton")

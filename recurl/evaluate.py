@@ -1,0 +1,140 @@
+"""``python -m recurl.evaluate RUN``: play a trained policy for a number of episodes on fixed seeds and report them.
+
+    python -m recurl.evaluate RUN [--episodes N] [--sampled] [--checkpoint PATH] [--seed S] [--envs K]
+
+Episode ``i`` starts from ``env.reset(seed=S + i)`` (``S`` defaults to 1,000,000 + the run's seed, away from the
+seeds its training envs drew), so an evaluation is reproducible and two policies can be compared on the same
+episodes. Actions are the most likely ones unless ``--sampled``. ``K`` envs play at once (each its own share of the
+episodes, in order); the results do not depend on ``K`` for most-likely actions. It prints the mean ± std of the
+return and the length and writes one row per episode to ``RUN/eval.csv`` (replaced atomically).
+
+Training's periodic evaluation (``eval_every``) uses ``evaluate_policy`` with the live network, most likely actions
+and the same seeds every time, so its ``eval_return`` curve compares like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recurl.checkpoint import CheckpointError
+from recurl.policy import Policy, load_policy
+
+#: Evaluation seeds start here plus the run's seed: far from the seeds ``seed + i`` of the training envs.
+SEED_OFFSET = 1_000_000
+
+
+@dataclass(frozen=True)
+class Episode:
+    seed: int
+    episode_return: float
+    length: int
+
+
+def evaluate_policy(
+    policy: Policy, episodes: int, seed: int, *, deterministic: bool = True, num_envs: int = 8
+) -> list[Episode]:
+    """Play ``episodes`` episodes, episode ``i`` from ``reset(seed=seed + i)``, on up to ``num_envs`` envs at once."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    envs = [policy.make_env() for _ in range(min(episodes, num_envs))]
+    queues = [list(range(j, episodes, len(envs))) for j in range(len(envs))]  # env j plays episodes j, j + K, ...
+    results: dict[int, Episode] = {}
+    state = policy.initial_state(len(envs))
+    obs = [env.reset(seed=seed + queue.pop(0))[0] for env, queue in zip(envs, queues)]
+    current = [seed + j for j in range(len(envs))]
+    returns, lengths, rewards = np.zeros(len(envs)), np.zeros(len(envs), dtype=int), np.zeros(len(envs))
+    reset = np.ones(len(envs), dtype=bool)
+    active = list(range(len(envs)))
+    try:
+        while active:
+            rows = torch.tensor(active)
+            actions, state_rows = policy.act(
+                _stack([obs[j] for j in active]), state[rows], reset[active], reward=rewards[active],
+                deterministic=deterministic,
+            )
+            state[rows] = state_rows
+            for j, action in zip(active.copy(), actions):
+                obs[j], reward, terminated, truncated, _ = envs[j].step(action)
+                rewards[j], reset[j] = reward, False
+                returns[j] += reward
+                lengths[j] += 1
+                if terminated or truncated:
+                    results[current[j] - seed] = Episode(current[j], float(returns[j]), int(lengths[j]))
+                    returns[j], lengths[j], rewards[j], reset[j] = 0.0, 0, 0.0, True
+                    if queues[j]:
+                        current[j] = seed + queues[j].pop(0)
+                        obs[j] = envs[j].reset(seed=current[j])[0]
+                    else:
+                        active.remove(j)
+    finally:
+        for env in envs:
+            env.close()
+    return [results[i] for i in range(episodes)]
+
+
+def _stack(observations: list):
+    """A batch of dict or tuple observations, as a gymnasium vector env returns it."""
+    first = observations[0]
+    if isinstance(first, dict):
+        return {key: _stack([o[key] for o in observations]) for key in first}
+    if isinstance(first, tuple):
+        return tuple(_stack(list(parts)) for parts in zip(*observations))
+    if isinstance(first, str):
+        return tuple(observations)
+    return np.stack(observations)
+
+
+def summary(episodes: list[Episode]) -> str:
+    returns = np.array([e.episode_return for e in episodes])
+    lengths = np.array([e.length for e in episodes])
+    return (
+        f"return {returns.mean():.3f} ± {returns.std():.3f}, length {lengths.mean():.1f} ± {lengths.std():.1f} "
+        f"over {len(episodes)} episode{'s' * (len(episodes) != 1)}"
+    )
+
+
+def write_csv(path: Path, episodes: list[Episode]) -> None:
+    """One row per episode, written to a temporary file and renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["episode", "seed", "return", "length"])
+        writer.writerows([i, e.seed, e.episode_return, e.length] for i, e in enumerate(episodes))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m recurl.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path, metavar="RUN")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes to play (default 10)")
+    parser.add_argument("--sampled", action="store_true", help="sample actions (default: the most likely action)")
+    parser.add_argument("--checkpoint", type=Path, help="default: RUN/checkpoints/final.pt, else latest.pt")
+    parser.add_argument("--seed", type=int, help=f"seed of episode 0 (default: {SEED_OFFSET:,} + the run's seed)")
+    parser.add_argument("--envs", type=int, default=8, help="envs played at once (default 8)")
+    args = parser.parse_args(argv)
+    if not args.run_dir.is_dir():
+        parser.exit(2, f"recurl.evaluate: error: {args.run_dir} is not a folder\n")
+    if args.envs < 1:
+        parser.exit(2, f"recurl.evaluate: error: --envs must be at least 1, got {args.envs}\n")
+    try:
+        policy = load_policy(args.checkpoint or args.run_dir)
+        seed = SEED_OFFSET + int(policy.config.seed) if args.seed is None else args.seed
+        episodes = evaluate_policy(policy, args.episodes, seed, deterministic=not args.sampled, num_envs=args.envs)
+    except (ValueError, CheckpointError) as error:
+        parser.exit(2, f"recurl.evaluate: error: {error}\n")
+    path = args.run_dir / "eval.csv"
+    write_csv(path, episodes)
+    mode = "sampled actions" if args.sampled else "most likely actions"
+    print(f"{summary(episodes)} ({mode}, seeds {seed}..{seed + args.episodes - 1}); {path}", file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""recurl.load_policy and recurl.evaluate: a trained run acts on the env's own observations, as it acted in training."""
+
+import csv
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+import recurl
+from conftest import compose_config
+from recurl.agents.actor import Actor
+from recurl.checkpoint import CheckpointError
+from recurl.envs import make_vector_env
+from recurl.evaluate import evaluate_policy
+from recurl.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY = ["total_steps=256", "env.num_envs=4", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16"]
+ENVS = {
+    "popgym": ["env=popgym", "env.id=RepeatPreviousEasy"],  # previous action on (POPGym's default)
+    "minigrid": ["env=minigrid", "env.id=MiniGrid-MemoryS7-v0", "env.max_episode_steps=30"],  # Dict observations
+    "dqn": ["agent=dqn", "env=popgym", "env.id=CountRecallEasy", "agent.learning_starts=64", "agent.batch_size=4",
+            "agent.buffer_capacity=512", "agent.previous_reward=true"],
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    torch.set_num_threads(1)
+    folders = {}
+    for name, overrides in ENVS.items():
+        tiny = TINY if name != "dqn" else ["total_steps=256", "env.num_envs=4", "memory.hidden_size=16"]
+        folders[name] = tmp_path_factory.mktemp(name)
+        assert train(compose_config(*tiny, *overrides), folders[name]) == 0
+    return folders
+
+
+@pytest.mark.parametrize("name", ENVS)
+def test_the_readme_loop_plays_an_episode(runs, name):
+    policy = recurl.load_policy(runs[name])
+    env = policy.make_env()
+    obs, _ = env.reset(seed=0)
+    state, reset, reward, done, steps = policy.initial_state(), True, 0.0, False, 0
+    while not done:
+        action, state = policy.act(obs, state, reset, reward=reward)
+        assert env.action_space.contains(action)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        reset, done, steps = False, terminated or truncated, steps + 1
+    assert steps > 1 and policy.env_id == compose_config(*ENVS[name]).env.id
+
+
+@pytest.mark.parametrize("name", ENVS)
+def test_the_policy_acts_as_the_training_loop_did(runs, name):
+    """Most likely actions of the policy on raw observations of a plain gymnasium vector env equal those of the
+    network in recurl's own acting loop (encoded observations, previous action and reward) over several episodes."""
+    policy = recurl.load_policy(runs[name])
+    cfg, num_envs, seed = policy.config, 3, 11
+    encoded = make_vector_env(cfg.env.suite, cfg.env.id, num_envs, seed, max_episode_steps=cfg.env.max_episode_steps)
+    network = policy.network
+    actor = Actor(encoded, network.inputs, network.initial_state(num_envs), network.to_env, dtype=torch.float32,
+                  device=torch.device("cpu"), seed=seed)
+    raw = SyncVectorEnv([policy.make_env] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    obs, _ = raw.reset(seed=seed)
+    state, reset, reward = policy.initial_state(num_envs), np.ones(num_envs, bool), np.zeros(num_envs)
+    ended = 0
+    for _ in range(120):
+        transition = actor.step(lambda step, s: (*network.act(step, s, True), {}))
+        action, state = policy.act(obs, state, reset, reward=reward)
+        np.testing.assert_array_equal(action, network.to_env(transition.action))
+        obs, reward, terminated, truncated, _ = raw.step(action)
+        reset = terminated | truncated
+        ended += reset.sum()
+    assert ended >= 2  # the comparison crossed episode boundaries
+
+
+def test_evaluation_is_reproducible_and_independent_of_the_number_of_envs(runs):
+    policy = recurl.load_policy(runs["popgym"])
+    one = evaluate_policy(policy, 5, seed=7, num_envs=1)
+    three = evaluate_policy(policy, 5, seed=7, num_envs=3)
+    assert one == three and [e.seed for e in one] == [7, 8, 9, 10, 11]
+    assert len({e.episode_return for e in one}) > 1 or one[0].episode_return != 0  # not a constant stub
+
+
+def test_evaluate_cli_writes_one_row_per_episode(runs):
+    result = subprocess.run(
+        [sys.executable, "-m", "recurl.evaluate", str(runs["minigrid"]), "--episodes", "3", "--seed", "5"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("return ") and "over 3 episodes" in result.stdout
+    with (runs["minigrid"] / "eval.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["seed"]) for r in rows] == [5, 6, 7] and all(int(r["length"]) > 0 for r in rows)
+
+
+def test_bad_runs_are_refused_in_one_line(runs, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "recurl.evaluate", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"recurl.evaluate: error: {tmp_path} has no checkpoints/final.pt or latest.pt"
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes((runs["popgym"] / "checkpoints" / "final.pt").read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="is corrupt or not a recurl checkpoint"):
+        recurl.load_policy(corrupt)
+
+
+def test_policy_state_and_observations_must_agree(runs):
+    policy = recurl.load_policy(runs["popgym"])
+    env = gym.vector.SyncVectorEnv([policy.make_env] * 2)
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(ValueError, match="the state is for 1 envs, the observations for 2"):
+        policy.act(obs, policy.initial_state(1), True)
+    dqn = recurl.load_policy(runs["dqn"])
+    single, _ = dqn.make_env().reset(seed=0)
+    with pytest.raises(ValueError, match="pass reward="):
+        dqn.act(single, dqn.initial_state(), True)
