@@ -18,7 +18,7 @@ TINY = [
     "total_steps=64", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16", "env.num_envs=4",
     "torch_threads=1",
 ]
-MEMORIES = "aaren, lstm, mingru, minlstm, mlp"
+MEMORIES = "aaren, gru, lstm, mingru, minlstm, mlp"
 
 
 def cli(tmp_path, *args):
