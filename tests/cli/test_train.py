@@ -1,4 +1,5 @@
-"""End-to-end: the CLI and the training loop write a complete run folder (every backbone x suite: test_every_backbone)."""
+"""End-to-end: the CLI and the training loop write a complete run folder (every backbone and suite: see
+test_every_backbone)."""
 
 import csv
 import math
@@ -155,7 +156,8 @@ def test_video_flag_records_the_final_policy(tmp_path):
 def test_the_popgym_preset_sets_popgyms_published_ppo_settings():
     cfg = compose_config("experiment=popgym", "memory=lstm")
     agent, env = cfg.agent, cfg.env
-    assert (agent.name, env.suite, env.num_envs, agent.rollout_steps, agent.minibatches) == ("ppo", "popgym", 64, 1024, 8)
+    assert (agent.name, env.suite, env.num_envs) == ("ppo", "popgym", 64)
+    assert (agent.rollout_steps, agent.minibatches) == (1024, 8)
     assert env.num_envs * agent.rollout_steps == 65_536 and agent.epochs == 30 and agent.max_grad_norm is None
     assert (agent.learning_rate, agent.gae_lambda, agent.clip_coef, agent.entropy_coef) == (5e-5, 1.0, 0.3, 0.0)
     assert agent.previous_action and cfg.memory.hidden_size == 256 and cfg.total_steps == 15_000_000
