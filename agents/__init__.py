@@ -59,7 +59,8 @@ def agent_config(name: str, options: dict[str, Any]):
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(options) - fields)
     if unknown:
-        raise ValueError(f"agent {name}: unknown option(s) {', '.join(unknown)}; it accepts {', '.join(sorted(fields))}")
+        accepted = ", ".join(sorted(fields))
+        raise ValueError(f"agent {name}: unknown option(s) {', '.join(unknown)}; it accepts {accepted}")
     return config_cls(**options)
 
 

@@ -269,7 +269,8 @@ class DQN(RecurrentAgent):
             check_finite_loss("DQN", self.global_step, loss, q_mean=torch.tensor(stats["q_mean"]))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            stats["grad_norm"] = nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm).item()
+            grad_norm = nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm, foreach=True)
+            stats["grad_norm"] = grad_norm.item()
             self.optimizer.step()
             self.replay.update_priorities(batch["env"], batch["start"], priority)
             self.updates += 1

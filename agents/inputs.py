@@ -78,7 +78,8 @@ class AgentInputs(nn.Module):
     @property
     def keys(self) -> tuple[str, ...]:
         """The fields a step must hold."""
-        return ("obs", "reset") + ("prev_action",) * bool(self.previous_action) + ("prev_reward",) * self.previous_reward
+        previous = ("prev_action",) * bool(self.previous_action) + ("prev_reward",) * self.previous_reward
+        return ("obs", "reset") + previous
 
     def first_step(self, obs: torch.Tensor) -> TensorDict:
         """The fields of ``obs`` [B, obs_size] as the first observations of fresh episodes."""

@@ -154,7 +154,7 @@ class PPO(RecurrentAgent):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)
+            nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm, foreach=True)
         self.optimizer.step()
         with torch.no_grad():
             return {

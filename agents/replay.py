@@ -16,11 +16,12 @@ sequence's TD errors with ``update_priorities``; a new start gets the largest pr
 soon). ``sample`` draws a start with probability ``P_i = p_i^alpha / sum_j p_j^alpha`` (``alpha = 0``: uniform) and
 returns the importance weights ``w_i = (N P_i)^-beta / max_j (N P_j)^-beta`` that correct the loss for the bias.
 
-Memory, proportional to ``capacity``: per stored step, the step's own bytes (DQN: ``4 * obs_dim + 18`` bytes for a
-float32 observation, int64 action, float32 reward and bootstrap value, bool reset and done) plus the state's bytes
-divided by ``period`` (e.g. minGRU, 2 layers of 64 float32: 512 / period). ``nbytes`` reports the total. With DQN's
-defaults (capacity 100k, period 40, minGRU 2x64): POPGym RepeatFirst (obs_dim 4) ~47 B/step, 4.7 MB; MiniGrid
-MemoryS7 (obs_dim 984) ~4.0 kB/step, 400 MB.
+Memory, proportional to ``capacity``: per stored step, the step's own bytes (DQN: the observation, its flag, the action,
+reward and done flag, the previous action and reward when the agent sees them, and with the learning-time truncation
+bootstrap a second observation, the final one of a truncated episode) plus the state's bytes and an 8-byte priority
+divided by ``period``. ``nbytes`` reports the total. With DQN's defaults (capacity 100k, period 40, minGRU 2x64,
+float32): POPGym RepeatFirstEasy with the previous action ~76 B/step, 7.6 MB; MiniGrid MemoryS7 (984-float
+observations) ~7.9 kB/step, 790 MB.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def _shapes(td: TensorDict) -> dict:
 
 class SequenceReplay:
     def __init__(self, step: TensorDict, state: TensorDict, capacity: int, period: int, window: int):
-        """``step`` and ``state`` are examples [num_envs] of what ``add`` receives (only shapes, dtypes and device count).
+        """``step`` and ``state`` are examples [num_envs] of what ``add`` receives (only shapes, dtypes and device
+        count).
 
         ``period``: steps between stored states (= between sequence starts); ``window``: steps per sequence.
         """
@@ -61,7 +63,8 @@ class SequenceReplay:
         self.written = 0  # steps written per env
 
     def add(self, step: TensorDict, state: TensorDict) -> None:
-        """Append one step [num_envs]; ``state`` [num_envs] (the state carried into it) is kept every ``period`` steps."""
+        """Append one step [num_envs]; ``state`` [num_envs] (the state carried into it) is kept every ``period``
+        steps."""
         if self.written % self.period == 0:
             start_slot = self.written // self.period % self.states.batch_size[1]
             self.states[:, start_slot] = state
@@ -81,7 +84,8 @@ class SequenceReplay:
         }
 
     def load_state_dict(self, saved: dict) -> None:
-        """Refill from ``state_dict``; a buffer of another shape (capacity, envs, observation size) raises ValueError."""
+        """Refill from ``state_dict``; a buffer of another shape (capacity, envs, observation size) raises
+        ValueError."""
         for name in ("steps", "states"):
             mine, theirs = getattr(self, name), TensorDict(saved[name])
             if _shapes(theirs) != _shapes(mine):  # update_ alone would broadcast a smaller buffer silently

@@ -117,7 +117,8 @@ class Policy:
         if self.network.inputs.previous_reward:
             if reward is None:
                 raise ValueError("policy.act: this policy sees the previous reward; pass reward= (what came with obs)")
-            step["prev_reward"] = torch.as_tensor(np.asarray(reward), dtype=self.dtype, device=self.device).expand(batch)
+            reward_t = torch.as_tensor(np.asarray(reward), dtype=self.dtype, device=self.device)
+            step["prev_reward"] = reward_t.expand(batch)
         action, memory = self.network.act(step, state_from_tensordict(state["memory"]), deterministic)
         env_action = self.network.to_env(action)
         next_state = TensorDict(memory=state_to_tensordict(memory, batch), batch_size=[batch])

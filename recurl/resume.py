@@ -96,8 +96,10 @@ def resolve_resume(resume: str) -> tuple[Path, Path]:
     return _run_dir_of(checkpoint), checkpoint
 
 
-def resumed_config(checkpoint: Path, overrides: list[str]) -> DictConfig:
-    """The checkpoint's config with the command line's ``key=value`` overrides applied (``resume`` kept)."""
+def resumed_config(checkpoint: Path, overrides: list[str], composed: DictConfig) -> DictConfig:
+    """The checkpoint's config with the command line's overrides applied (``resume`` kept). ``composed`` is the config
+    Hydra composed from the command line: a group chosen there (``logger=wandb``) is taken from it whole, since an
+    override names the group's option, not its content."""
     cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"])
     for override in overrides:
         key, _, value = override.lstrip("+").partition("=")
@@ -105,6 +107,10 @@ def resumed_config(checkpoint: Path, overrides: list[str]) -> DictConfig:
             saved = OmegaConf.select(cfg, FIXED[key])
             if value != str(saved):
                 raise ValueError(f"{override}: a resumed run keeps its {FIXED[key]} ({saved}); start a new run instead")
+        elif key == "experiment":
+            raise ValueError(f"{override}: a preset sets up a new run; a resumed run keeps its own settings")
+        elif isinstance(composed.get(key), DictConfig):
+            cfg[key] = composed[key]
         else:
             cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
     return cfg

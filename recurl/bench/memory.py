@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import time
 
 import torch
 
@@ -21,7 +22,9 @@ from recurl.memory import MEMORIES
 RESET_PROBABILITY = 1 / 64
 
 
-def time_layer(name: str, batch: int, length: int, dim: int, device: torch.device, rounds: int) -> dict[str, float]:
+def time_layer(
+    name: str, batch: int, length: int, dim: int, device: torch.device, rounds: int, clock=time.perf_counter
+) -> dict[str, float]:
     """Median ms of the layer's parallel and stepwise forward+backward and of ``nn.LSTM``'s, timed in turns."""
     cell = MEMORIES[name](dim).to(device)
     lstm = torch.nn.LSTM(dim, dim, batch_first=True).to(device)
@@ -44,6 +47,7 @@ def time_layer(name: str, batch: int, length: int, dim: int, device: torch.devic
         },
         device,
         rounds,
+        clock=clock,
     )
 
 
@@ -53,17 +57,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=15, help="timed runs of each, taken in turns")
     parser.add_argument("--memories", nargs="+", default=[m for m in MEMORIES if m != "mlp"], choices=list(MEMORIES))
     parser.add_argument("--size", type=int, nargs=3, metavar=("B", "T", "D"), help="one size instead of the defaults")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    parser.add_argument(
+        "--cpu-time", action="store_true",
+        help="time this process's CPU use instead of wall time (with --threads 1 on CPU: robust to a busy machine)",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     device = torch.device(args.device)
     sizes = [(64, t, 256) for t in (128, 512, 1024)] if device.type == "cuda" else [(16, 512, 64)]
     if args.size:
         sizes = [tuple(args.size)]
-    print(f"# memory layers, forward+backward, {device_name(device)}, torch {torch.__version__}, {datetime.date.today()}")
+    what = "CPU time" if args.cpu_time else "wall time"
+    print(f"# memory layers, forward+backward, {what}, {device_name(device)}, torch {torch.__version__}, "
+          f"{datetime.date.today()}")
     print("| B | T | D | backbone | parallel ms | stepwise ms | stepwise / parallel | nn.LSTM (no resets) ms | nn.LSTM / parallel |")
     print("|---|---|---|---|---|---|---|---|---|")
     for batch, length, dim in sizes:
         for name in args.memories:
-            t = time_layer(name, batch, length, dim, device, args.rounds)
+            t = time_layer(name, batch, length, dim, device, args.rounds, clock)
             print(
                 f"| {batch} | {length} | {dim} | {name} | {t['parallel']:.2f} | {t['stepwise']:.1f} | "
                 f"{t['stepwise'] / t['parallel']:.1f}x | {t['lstm']:.2f} | {t['lstm'] / t['parallel']:.2f}x |",

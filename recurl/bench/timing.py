@@ -37,10 +37,16 @@ def median_ms(fn: Callable[[], object], device: torch.device, repeats: int = 10,
 
 
 def interleaved_median_ms(
-    fns: dict[str, Callable[[], object]], device: torch.device, rounds: int, warmup: int = 1
+    fns: dict[str, Callable[[], object]],
+    device: torch.device,
+    rounds: int,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median ms of each callable, timed in turns (each runs once per round), so that a machine whose speed drifts
-    (a shared VM) slows them alike and the ratios between them stay meaningful."""
+    (a shared VM) slows them alike and the ratios between them stay meaningful. ``clock=time.process_time`` counts
+    this process's CPU time instead of wall time: with one torch thread, what a run costs however often other
+    processes preempt it."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -48,10 +54,10 @@ def interleaved_median_ms(
     for _ in range(rounds):
         for name, fn in fns.items():
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 

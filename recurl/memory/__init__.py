@@ -16,6 +16,7 @@ import torch
 from recurl.kernels import check_backend
 from recurl.memory.aaren import Aaren
 from recurl.memory.ffm import FFM
+from recurl.memory.gru import GRU
 from recurl.memory.lru import LRU
 from recurl.memory.lstm import LSTM
 from recurl.memory.mingru import MinGRU
@@ -25,7 +26,9 @@ from recurl.memory.cell import State
 from recurl.memory.stack import Memory
 
 #: Backbone name -> the cell class one layer is made of. ``mlp`` is the memory-less control.
-MEMORIES = {"mingru": MinGRU, "minlstm": MinLSTM, "aaren": Aaren, "lstm": LSTM, "mlp": MLP, "ffm": FFM, "lru": LRU}
+MEMORIES = {
+    "mingru": MinGRU, "minlstm": MinLSTM, "aaren": Aaren, "lstm": LSTM, "gru": GRU, "mlp": MLP, "ffm": FFM, "lru": LRU,
+}
 
 
 def make_memory(

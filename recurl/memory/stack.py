@@ -50,13 +50,17 @@ class Memory(nn.Module):
     def step(
         self, x: torch.Tensor, state: State | None = None, reset: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]:
-        """One time step: ``x`` [B, input_size], ``reset`` [B] bool -> ``y`` [B, output_size] (defaults as ``forward``)."""
+        """One time step: ``x`` [B, input_size], ``reset`` [B] bool -> ``y`` [B, output_size] (defaults as
+        ``forward``)."""
         x, state, reset = self._checked(x, state, reset, time=False)
         return self._run(x, state, reset, lambda cell, *args: cell.step(*args))
 
     def _checked(self, x: torch.Tensor, state: State | None, resets: torch.Tensor | None, time: bool):
         """The inputs with defaults filled in; a shape or dtype that does not fit raises one ValueError naming it."""
-        what, dims = ("forward", "[B, T, {}] and bool resets [B, T]") if time else ("step", "[B, {}] and bool reset [B]")
+        if time:
+            what, dims = "forward", "[B, T, {}] and bool resets [B, T]"
+        else:
+            what, dims = "step", "[B, {}] and bool reset [B]"
         expected = f"memory.{what}: expected x {dims.format(self.input_size)}"
         if x.dim() != 2 + time or x.shape[-1] != self.input_size:
             raise ValueError(f"{expected}; got x {tuple(x.shape)}")

@@ -269,7 +269,8 @@ def test_epsilon_falls_linearly_then_stays():
 
 def test_act_is_greedy_when_deterministic_and_epsilon_greedy_otherwise():
     agent = counter_agent(epsilon_start=1.0, epsilon_end=1.0)
-    step = TensorDict(obs=torch.rand(64, 2, dtype=torch.float64), reset=torch.ones(64, dtype=torch.bool), batch_size=[64])
+    obs, reset = torch.rand(64, 2, dtype=torch.float64), torch.ones(64, dtype=torch.bool)
+    step = TensorDict(obs=obs, reset=reset, batch_size=[64])
     state, net, generator = agent.q_net.initial_state(64), agent.q_net, torch.Generator().manual_seed(0)
     greedy = net.step(step, state)[0].argmax(-1)
     before = generator.get_state()

@@ -157,3 +157,15 @@ def test_config_values_are_checked():
         PPOConfig(gamma=1.5)
     with pytest.raises(ValueError, match="agent.epochs must be at least 1"):
         PPOConfig(epochs=0)
+
+
+def test_gumbel_max_sampling_follows_the_softmax():
+    """Chi-square test of 100k samples against softmax(logits) (a fixed seed; p < 0.001 fails)."""
+    from recurl.agents.heads import GumbelCategorical
+
+    logits = torch.tensor([0.0, 1.0, -1.0, 2.0, -3.0])
+    draws = 100_000
+    counts = torch.bincount(GumbelCategorical(logits.expand(draws, 5)).sample(), minlength=5).double()
+    expected = torch.softmax(logits.double(), -1) * draws
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 18.47  # the 0.999 quantile of chi-square with 4 degrees of freedom

@@ -21,9 +21,13 @@ def numbers(row):
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_memory_bench_times_every_backbone(capsys):
-    memory.main(["--device", "cpu", "--size", "2", "8", "8", "--rounds", "2"])  # D = 8: FFM's default is D/8 traces
-    rows = table_rows(capsys.readouterr().out)
+@pytest.mark.parametrize("clock", [[], ["--threads", "1", "--cpu-time"]], ids=["wall", "cpu"])
+def test_memory_bench_times_every_backbone(capsys, clock):
+    # D = 8: FFM's default sizes need a multiple of 2 * context_size (8)
+    memory.main(["--device", "cpu", "--size", "2", "8", "8", "--rounds", "2", *clock])
+    out = capsys.readouterr().out
+    assert ("CPU time" in out) == bool(clock)
+    rows = table_rows(out)
     assert [row.split("|")[4].strip() for row in rows] == [name for name in MEMORIES if name != "mlp"]
     for row in rows:
         assert all(value > 0 for value in numbers(row)[3:])  # after B, T, D: times and ratios

@@ -1,17 +1,21 @@
-"""End-to-end: the CLI and the training loop write a complete run folder (every backbone x suite: test_every_backbone)."""
+"""End-to-end: the CLI and the training loop write a complete run folder (every backbone and suite: see
+test_every_backbone)."""
 
 import csv
 import math
+import re
 import subprocess
 import sys
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import compose_config
 from recurl.builder import setup
 from recurl.checkpoint import load_checkpoint
+from recurl.run_logger import RunLogger
 from recurl.train import train
 
 
@@ -92,12 +96,56 @@ def test_triton_scans_on_cpu_are_refused_before_training(monkeypatch):
 
 def test_cli_prints_one_line_for_a_config_mistake(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "recurl.train", "env.id=NotAnEnv", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "recurl.train", "env.id=NotAnEnv", f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("recurl.train: error: unknown env id 'NotAnEnv'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_run_folders_are_named_after_env_agent_and_memory(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "recurl.train", *TINY, "total_steps=64", "env.num_envs=4", "torch_threads=1"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").glob("*/*")
+    assert re.fullmatch(r"\d\d-\d\d-\d\d_popgym-RepeatFirstEasy-v0_ppo_mingru", run_dir.name)
+    assert (run_dir / "metrics.csv").is_file()
+
+
+def test_env_ids_become_one_folder_name():
+    """``ALE/Pong-v5`` or ``module:Env-v0`` would otherwise make nested or odd folders."""
+    names = OmegaConf.create({"a": "${recurl_slug:ALE/Pong-v5}", "b": "${recurl_slug:'my.mod:Env-v0'}"})
+    assert (names.a, names.b) == ("ALE-Pong-v5", "my.mod-Env-v0")
+
+
+@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+def test_the_progress_bar_ends_where_the_run_does_and_never_shows_nan(agent, tmp_path):
+    """Updates of 64 env steps and total_steps=300: the run, and the bar, end at 320. Episodes (52 steps) end only in
+    the fourth update: the bar shows "-" for the return until then, and the last known return after it (the fifth
+    update's row has none: NaN in metrics.csv)."""
+    dqn = [
+        "agent=dqn", "agent.train_every=16", "agent.learning_starts=64", "agent.buffer_capacity=512",
+        "agent.batch_size=4", "agent.sequence_length=4", "agent.burn_in=2", "agent.n_step=2",
+    ]
+    overrides = ["memory.hidden_size=16", "env.num_envs=4", "total_steps=300", *(dqn if agent == "dqn" else TINY[1:3])]
+    cfg = compose_config(*overrides)
+    envs, learner = setup(cfg)
+    logger = RunLogger(tmp_path, cfg.total_steps)
+    postfixes = []
+    while learner.global_step < cfg.total_steps:
+        metrics, episodes = learner.iterate()
+        row = logger.log(learner.global_step, metrics, episodes)
+        postfixes.append(logger.progress.postfix)
+    logger.close()
+    envs.close()
+    assert logger.progress.total == learner.global_step == 320
+    assert math.isnan(row["episode_return"])
+    assert [p.startswith("ret=-,") for p in postfixes] == [True] * 3 + [False] * 2
+    assert all("nan" not in p for p in postfixes)
 
 
 def test_video_flag_records_the_final_policy(tmp_path):
@@ -108,7 +156,8 @@ def test_video_flag_records_the_final_policy(tmp_path):
 def test_the_popgym_preset_sets_popgyms_published_ppo_settings():
     cfg = compose_config("experiment=popgym", "memory=lstm")
     agent, env = cfg.agent, cfg.env
-    assert (agent.name, env.suite, env.num_envs, agent.rollout_steps, agent.minibatches) == ("ppo", "popgym", 64, 1024, 8)
+    assert (agent.name, env.suite, env.num_envs) == ("ppo", "popgym", 64)
+    assert (agent.rollout_steps, agent.minibatches) == (1024, 8)
     assert env.num_envs * agent.rollout_steps == 65_536 and agent.epochs == 30 and agent.max_grad_norm is None
     assert (agent.learning_rate, agent.gae_lambda, agent.clip_coef, agent.entropy_coef) == (5e-5, 1.0, 0.3, 0.0)
     assert agent.previous_action and cfg.memory.hidden_size == 256 and cfg.total_steps == 15_000_000

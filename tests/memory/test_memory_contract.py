@@ -222,8 +222,8 @@ def test_shapes_and_output_size(name):
 
 
 def test_make_memory_refuses_bad_requests():
-    with pytest.raises(ValueError, match="unknown memory 'gru'; choose one of mingru, minlstm, aaren, lstm, mlp"):
-        make_memory("gru", 3, 8)
+    with pytest.raises(ValueError, match="unknown memory 'rnn'; choose one of mingru, minlstm, aaren, lstm, gru, mlp"):
+        make_memory("rnn", 3, 8)
     with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
         make_memory("mingru", 3, 0)
     with pytest.raises(ValueError, match="unknown option.*num_heads.*accepts num_layers, scan_backend"):

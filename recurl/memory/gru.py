@@ -1,0 +1,41 @@
+"""The GRU baseline (Cho et al. 2014), as ``torch.nn.GRU`` computes it; POPGym's study ranked it first of its 13
+memory models.
+
+    r = sigmoid(W_r x_t + U_r h_{t-1} + b_r),  z = sigmoid(W_z x_t + U_z h_{t-1} + b_z)
+    n = tanh(W_n x_t + b_in + r * (U_n h_{t-1} + b_hn)),  h_t = (1 - z) n + z h_{t-1}
+
+The gates depend on h_{t-1}, so there is no parallel scan. ``forward`` runs the whole trajectory in one call: on CPU
+``gru_sequence`` (a time loop with resets folded in and a hand-written backward: PyTorch has no oneDNN GRU), on CUDA
+cuDNN over the episode segments (``segments.run_with_resets``, packed, as for the LSTM).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recurl.memory.cell import State, reset_state
+from recurl.memory.gru_sequence import gru_sequence
+from recurl.memory.segments import run_with_resets
+
+
+class GRU(nn.Module):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+        self.gru = nn.GRU(size, size)  # time-major, as run_with_resets lays segments out
+
+    def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        return (torch.zeros(batch_size, self.size, device=device, dtype=dtype),)
+
+    def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
+        if x.device.type == "cuda":
+            return run_with_resets(self.gru, x, state, resets)
+        gi = nn.functional.linear(x.transpose(0, 1), self.gru.weight_ih_l0, self.gru.bias_ih_l0)
+        y, h = gru_sequence(gi, state[0], self.gru.weight_hh_l0, self.gru.bias_hh_l0, resets.t())
+        return y.transpose(0, 1), (h,)
+
+    def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:
+        (h,) = reset_state(state, self.initial_state(x.shape[0], x.device, x.dtype), reset)
+        y, h = self.gru(x[None], h[None])
+        return y[0], (h[0],)

@@ -1,0 +1,174 @@
+"""The training CLI never fails silently: a mistake is one line on stderr, exit code 2, no traceback and no folder
+left behind; every run ends with a summary line, also written to train.log."""
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from conftest import compose_config
+from recurl.builder import setup
+from recurl.cli_errors import command_line_error
+from recurl.train import run
+
+TINY = [
+    "total_steps=64", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16", "env.num_envs=4",
+    "torch_threads=1",
+]
+MEMORIES = "aaren, gru, lstm, mingru, minlstm, mlp"
+
+
+def cli(tmp_path, *args):
+    """``python -m recurl.train ARGS`` run in ``tmp_path``, its run folder ``tmp_path/run``."""
+    return subprocess.run(
+        [sys.executable, "-m", "recurl.train", *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["+foo=1"], "+foo=1: recurl's config has no key 'foo'; its keys are agent, checkpoint_every, device,"),
+        (["memory=gru9000"], f"memory=gru9000: memory has no option 'gru9000'; choose one of {MEMORIES}"),
+        (["agent=a2c"], "agent=a2c: agent has no option 'a2c'; choose one of dqn, ppo"),
+        (["foo=1"], "foo=1: recurl's config has no key 'foo'"),
+        (["memory.hidden_size==3"], "cannot parse 'memory.hidden_size==3': write key=value"),
+        (["seed"], "cannot parse 'seed': write key=value"),
+        (["total_steps=-5"], "total_steps must be a positive integer, got -5"),
+        (["memory=mingru", "memory.num_heads=4"], "memory=mingru has no key 'num_heads'; its keys are hidden_size,"),
+        (["+memory.num_heads=4"], "memory mingru: unknown option(s) num_heads"),
+        (["eval_every=0"], "eval_every must be a positive integer, got 0"),
+        (["-m", "memory=mingru,gru9000"], "memory has no option 'gru9000'"),
+    ],
+)
+def test_a_mistake_is_one_line_exit_2_and_leaves_nothing(args, message, tmp_path):
+    result = cli(tmp_path, *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("recurl.train: error: ") and message in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []  # neither the run folder, nor a multirun's, nor anything else
+
+
+def test_a_mistake_beside_resume_is_one_line_and_the_run_is_untouched(tmp_path):
+    assert cli(tmp_path, *TINY).returncode == 0
+    run_dir = tmp_path / "run"
+    before = sorted(path.relative_to(run_dir) for path in run_dir.rglob("*"))
+    result = subprocess.run(
+        [sys.executable, "-m", "recurl.train", f"resume={run_dir}", "agent.gama=0.9"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "recurl.train: error: agent.gama=0.9: agent=ppo has no key 'gama'; its keys are anneal_lr, clip_coef, "
+        "entropy_coef, epochs, gae_lambda, gamma, learning_rate, max_grad_norm, minibatches, name, "
+        "normalize_advantages, previous_action, previous_reward, rollout_steps, value_coef"
+    )
+    assert sorted(path.relative_to(run_dir) for path in run_dir.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "memory=aaren,mingru", "memory.num_heads=8"], "memory=mingru has no key 'num_heads'"),
+        (["+seed=3"], "+seed=3: seed is already a key; set it without the +: seed=3"),
+        (["~foo"], "~foo: recurl's config has no key 'foo'"),
+        (["seed.x=1"], "seed.x=1: recurl's config has no key 'seed.x'"),
+        (["env=minigrid", "env.size=3"], "env=minigrid has no key 'size'"),
+        (["hydra/launcher=joblibb"], "hydra/launcher has no option 'joblibb'"),
+        (["seed=1,2"], "Ambiguous value for argument 'seed=1,2'"),
+        (["--cfg", "job", "foo=1"], "foo=1: recurl's config has no key 'foo'"),
+    ],
+)
+def test_command_line_mistakes_are_named(args, message):
+    problem = command_line_error(args)
+    assert problem is not None and message in problem and "\n" not in problem
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-m", "memory=mingru,minlstm", "seed=0,1"], ["++seed=3"], ["+memory.dropout=0.1"], ["memory=aaren",
+        "memory.num_heads=2"], ["resume=somewhere", "total_steps=10"], ["~memory.scan_backend"], ["--help"],
+        ["hydra.run.dir=x", "hydra/launcher=joblib"], ["-m", "memory=glob(min*)"],
+    ],
+)
+def test_good_command_lines_pass(args):
+    """What Hydra would run is not refused (``+memory.dropout`` is the backbone's to refuse, once it is built)."""
+    assert command_line_error(args) is None
+
+
+def test_config_folders_added_with_hydra_searchpath_count(tmp_path):
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "wide.yaml").write_text("name: mingru\nhidden_size: 512\nnum_layers: 2\n")
+    assert "memory has no option 'wide'" in command_line_error(["memory=wide"])
+    assert command_line_error([f"hydra.searchpath=[file://{tmp_path}]", "memory=wide", "memory.hidden_size=8"]) is None
+
+
+def test_cfg_and_multirun_still_work(tmp_path):
+    shown = subprocess.run(
+        [sys.executable, "-m", "recurl.train", "--cfg", "job", "total_steps=5"], capture_output=True, text=True,
+        timeout=300, cwd=tmp_path,
+    )
+    assert shown.returncode == 0 and "total_steps: 5" in shown.stdout
+    sweep = subprocess.run(
+        [sys.executable, "-m", "recurl.train", "-m", *TINY, "seed=0,1", "hydra.sweep.dir=sweep"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == [
+        f"{i}_popgym-RepeatFirstEasy-v0_ppo_mingru_seed{i}" for i in (0, 1)
+    ]
+    named = subprocess.run(  # a sweep's own folder names (recurl.suite sets them) win over the default
+        [sys.executable, "-m", "recurl.train", "-m", *TINY, "seed=3", "hydra.sweep.dir=named",
+         "hydra.sweep.subdir=${env.id}_seed${seed}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert named.returncode == 0, named.stderr
+    assert (tmp_path / "named" / "popgym-RepeatFirstEasy-v0_seed3" / "metrics.csv").is_file()
+
+
+# ---- the summary line and train.log ---------------------------------------------------------------------------
+def test_a_run_ends_with_a_summary_line_also_in_train_log(tmp_path):
+    result = cli(tmp_path, *TINY[1:], "total_steps=200", "env=gym", "env.id=CartPole-v1")
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "run"
+    last = result.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith(f"recurl.train: finished: {run_dir}, 256 env steps, final return ")
+    assert "(mean of all " in last and last.endswith(" s")
+    log = (run_dir / "train.log").read_text().strip().splitlines()
+    assert log[-1].endswith(last.removeprefix("recurl.train: "))
+
+
+class Exploding(gym.Env):
+    """Episodes of 7 steps with reward 1 each; NaN observations from its 40th step on."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+    steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        obs = np.full(2, np.nan if self.steps >= 40 else 1.0, np.float32)
+        return obs, 1.0, False, self.steps % 7 == 0, {}
+
+
+gym.register("recurl-test/Exploding-v0", entry_point=Exploding)
+
+
+def test_an_early_stop_says_where_the_run_is(tmp_path, capsys):
+    cfg = compose_config(*TINY, "env=gym", "env.id=recurl-test/Exploding-v0", "env.num_envs=1", "agent.minibatches=1",
+                         "total_steps=1000")
+    assert run(cfg, tmp_path, *setup(cfg)) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recurl.train: ")]
+    assert "stopped at step 32: " in lines[-2] and "NaN or inf in obs" in lines[-2]  # 2 updates of 16 steps before 40
+    assert lines[-1].startswith(f"recurl.train: stopped early: {tmp_path}, 32 env steps, final return 7.000 (mean of")
+    assert (tmp_path / "train.log").read_text().count("stopped") == 2
