@@ -12,13 +12,14 @@ from gymnasium import spaces
 from conftest import compose_config
 from recurl.builder import setup
 from recurl.cli_errors import command_line_error
+from recurl.memory import MEMORIES as MEMORY_CLASSES
 from recurl.train import run
 
 TINY = [
     "total_steps=64", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16", "env.num_envs=4",
     "torch_threads=1",
 ]
-MEMORIES = "aaren, gru, lstm, mingru, minlstm, mlp"
+MEMORIES = ", ".join(sorted(MEMORY_CLASSES))  # the memory config group's options: one yaml per backbone
 
 
 def cli(tmp_path, *args):
