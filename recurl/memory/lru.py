@@ -15,7 +15,8 @@ log sqrt(1 - |lambda|^2), the paper's normalisation, which keeps the state at th
 inputs however close |lambda| is to 1; without, at 0.
 
 Defaults, and why they differ from the paper's code (r_min = 0, r_max = 1, max_phase = 2 pi, normalised): PPO on
-POPGym RepeatFirstEasy (repeat the first of 51 cards), 200k steps, seeds 0-2, first step with mean return >= 0.8:
+POPGym RepeatFirstEasy (repeat the first of 51 cards), 200k steps, seeds 0-2, first step with mean return >= 0.8
+(commit 9a96fdc):
 
     paper's init, normalised            never (best -0.34, 0.15, 0.11)
     paper's init, not normalised        never (best 0.62, 0.32, 0.67)
