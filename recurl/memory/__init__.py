@@ -27,7 +27,7 @@ from recurl.memory.stack import Memory
 
 #: Backbone name -> the cell class one layer is made of. ``mlp`` is the memory-less control.
 MEMORIES = {
-    "mingru": MinGRU, "minlstm": MinLSTM, "aaren": Aaren, "lstm": LSTM, "gru": GRU, "mlp": MLP, "ffm": FFM, "lru": LRU,
+    "mingru": MinGRU, "minlstm": MinLSTM, "aaren": Aaren, "ffm": FFM, "lru": LRU, "gru": GRU, "lstm": LSTM, "mlp": MLP,
 }
 
 

@@ -222,7 +222,7 @@ def test_shapes_and_output_size(name):
 
 
 def test_make_memory_refuses_bad_requests():
-    with pytest.raises(ValueError, match="unknown memory 'rnn'; choose one of mingru, minlstm, aaren, lstm, gru, mlp"):
+    with pytest.raises(ValueError, match=f"unknown memory 'rnn'; choose one of {', '.join(MEMORIES)}$"):
         make_memory("rnn", 3, 8)
     with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
         make_memory("mingru", 3, 0)
