@@ -3,6 +3,7 @@ left behind; every run ends with a summary line, also written to train.log."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -35,18 +36,12 @@ def cli(tmp_path, *args):
     [
         (["+foo=1"], "+foo=1: recurl's config has no key 'foo'; its keys are agent, checkpoint_every, device,"),
         (["memory=gru9000"], f"memory=gru9000: memory has no option 'gru9000'; choose one of {MEMORIES}"),
-        (["agent=a2c"], "agent=a2c: agent has no option 'a2c'; choose one of dqn, ppo"),
-        (["foo=1"], "foo=1: recurl's config has no key 'foo'"),
-        (["memory.hidden_size==3"], "cannot parse 'memory.hidden_size==3': write key=value"),
-        (["seed"], "cannot parse 'seed': write key=value"),
-        (["total_steps=-5"], "total_steps must be a positive integer, got -5"),
-        (["memory=mingru", "memory.num_heads=4"], "memory=mingru has no key 'num_heads'; its keys are hidden_size,"),
-        (["+memory.num_heads=4"], "memory mingru: unknown option(s) num_heads"),
-        (["eval_every=0"], "eval_every must be a positive integer, got 0"),
+        (["total_steps=-5"], "total_steps must be a positive integer, got -5"),  # found once Hydra made the folder
         (["-m", "memory=mingru,gru9000"], "memory has no option 'gru9000'"),
     ],
 )
 def test_a_mistake_is_one_line_exit_2_and_leaves_nothing(args, message, tmp_path):
+    """The real command, end to end (each mistake's message is checked in process below)."""
     result = cli(tmp_path, *args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -78,6 +73,11 @@ def test_a_mistake_beside_resume_is_one_line_and_the_run_is_untouched(tmp_path):
         (["-m", "memory=aaren,mingru", "memory.num_heads=8"], "memory=mingru has no key 'num_heads'"),
         (["+seed=3"], "+seed=3: seed is already a key; set it without the +: seed=3"),
         (["~foo"], "~foo: recurl's config has no key 'foo'"),
+        (["agent=a2c"], "agent=a2c: agent has no option 'a2c'; choose one of dqn, ppo"),
+        (["foo=1"], "foo=1: recurl's config has no key 'foo'"),
+        (["memory.hidden_size==3"], "cannot parse 'memory.hidden_size==3': write key=value"),
+        (["seed"], "cannot parse 'seed': write key=value"),
+        (["memory=mingru", "memory.num_heads=4"], "memory=mingru has no key 'num_heads'; its keys are hidden_size,"),
         (["seed.x=1"], "seed.x=1: recurl's config has no key 'seed.x'"),
         (["env=minigrid", "env.size=3"], "env=minigrid has no key 'size'"),
         (["hydra/launcher=joblibb"], "hydra/launcher has no option 'joblibb'"),
@@ -173,3 +173,22 @@ def test_an_early_stop_says_where_the_run_is(tmp_path, capsys):
     assert "stopped at step 32: " in lines[-2] and "NaN or inf in obs" in lines[-2]  # 2 updates of 16 steps before 40
     assert lines[-1].startswith(f"recurl.train: stopped early: {tmp_path}, 32 env steps, final return 7.000 (mean of")
     assert (tmp_path / "train.log").read_text().count("stopped") == 2
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+memory.num_heads=4", "memory mingru: unknown option(s) num_heads"),
+        ("eval_every=0", "eval_every must be a positive integer, got 0"),
+        ("total_steps=-5", "total_steps must be a positive integer, got -5"),
+    ],
+)
+def test_values_found_once_the_config_is_composed_are_named(override, message):
+    """What the command line cannot show (a backbone's option, a value out of range) is refused by ``prepare`` with a
+    ValueError, which ``hydra_main`` prints as one line and exit code 2 (the end-to-end test above)."""
+    from recurl.train import check_run_options, prepare
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        cfg = compose_config(*TINY, override)
+        check_run_options(cfg)
+        prepare(cfg, [override], Path("unused-run-folder"))

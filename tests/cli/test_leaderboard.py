@@ -7,9 +7,9 @@ import math
 import pytest
 from PIL import Image
 
+from conftest import write_run
 from recurl.compare import CompareError, main
 from recurl.leaderboard import format_markdown, leaderboard_rows, write_leaderboard
-from test_compare import write_run
 
 NAN = math.nan
 A, B = "popgym-RepeatPreviousEasy-v0", "popgym-RepeatFirstEasy-v0"

@@ -1,8 +1,6 @@
 """recurl.load_policy and recurl.evaluate: a trained run acts on the env's own observations, as it acted in training."""
 
 import csv
-import subprocess
-import sys
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +14,7 @@ from recurl.agents.actor import Actor
 from recurl.checkpoint import CheckpointError
 from recurl.envs import make_vector_env
 from recurl.evaluate import evaluate_policy
+from recurl.evaluate import main as evaluate_main
 from recurl.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -85,24 +84,22 @@ def test_evaluation_is_reproducible_and_independent_of_the_number_of_envs(runs):
     assert len({e.episode_return for e in one}) > 1 or one[0].episode_return != 0  # not a constant stub
 
 
-def test_evaluate_cli_writes_one_row_per_episode(runs):
-    result = subprocess.run(
-        [sys.executable, "-m", "recurl.evaluate", str(runs["minigrid"]), "--episodes", "3", "--seed", "5"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("return ") and "over 3 episodes" in result.stdout
+def test_evaluate_cli_writes_one_row_per_episode(runs, capsys):
+    evaluate_main([str(runs["minigrid"]), "--episodes", "3", "--seed", "5"])
+    out = capsys.readouterr().out
+    assert out.startswith("return ") and "over 3 episodes" in out
     with (runs["minigrid"] / "eval.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["seed"]) for r in rows] == [5, 6, 7] and all(int(r["length"]) > 0 for r in rows)
 
 
-def test_bad_runs_are_refused_in_one_line(runs, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "recurl.evaluate", str(tmp_path)], capture_output=True, text=True, timeout=120
+def test_bad_runs_are_refused_in_one_line(runs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main([str(tmp_path)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"recurl.evaluate: error: {tmp_path} has no checkpoints/final.pt or latest.pt"
     )
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"recurl.evaluate: error: {tmp_path} has no checkpoints/final.pt or latest.pt"
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes((runs["popgym"] / "checkpoints" / "final.pt").read_bytes()[:300])
     with pytest.raises(CheckpointError, match="is corrupt or not a recurl checkpoint"):

@@ -1,7 +1,5 @@
 """recurl.record and recurl.envs.render: videos of a trained agent, one frame per step plus the reset frame."""
 
-import subprocess
-import sys
 
 import gymnasium as gym
 import imageio.v2 as imageio
@@ -12,6 +10,7 @@ import torch
 from conftest import compose_config
 from recurl.envs.registry import import_suite
 from recurl.envs.render import BLOCK, FrameInfo, env_picture, make_frame, make_render_env
+from recurl.record import main as record_main
 from recurl.record import record_episodes, record_run
 from recurl.train import train
 
@@ -76,12 +75,11 @@ def test_deterministic_recordings_repeat(trained):
     assert len(read_frames(again.path)) == len(frames)
 
 
-def test_cli_fails_in_one_line_without_a_checkpoint(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "recurl.record", str(tmp_path)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"recurl.record: error: {tmp_path} has no checkpoints/final.pt or latest.pt"
+def test_cli_fails_in_one_line_without_a_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        record_main([str(tmp_path)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == f"recurl.record: error: {tmp_path} has no checkpoints/final.pt or latest.pt"
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ def test_the_aggregate_is_the_decaying_complex_sum_of_gated_inputs():
     cell = FFM(8, scan_backend="reference").double()
     x = torch.randn(2, 30, 8, dtype=torch.float64)
     _, (final,) = cell(x, cell.initial_state(2, x.device, x.dtype), torch.zeros(2, 30, dtype=torch.bool))
-    m, c = cell.trace_size, cell.context_size
+    m = cell.trace_size
     value, _, in_gate, _ = cell.pre(x).split([m, 8, m, 8], dim=-1)  # value, skip, input gate, output gate
     u = value * torch.sigmoid(in_gate)  # [B, T, m]
     gamma = torch.exp(-cell.alpha.abs()[:, None] + 1j * cell.omega[None, :])  # [m, c]
