@@ -1,7 +1,10 @@
 """``python -m recurl.bench {ppo,dqn}``: end-to-end env steps/s of an agent per backbone, and a learning table.
 
-Speed: a short training run per backbone with the agent's default config on a POPGym task, in this process, with
-torch's default threads; steps/s counts env steps over the whole wall time, updates included.
+Speed: a short training run per backbone (and per ``--num-envs``) with the agent's default config on a POPGym task, in
+this process, with torch's default threads, on ``--device``. Two rates: env steps over the whole wall time (acting,
+env stepping and updates), and the same from the end of the first iteration on (a PPO update; a DQN round of acting
+and learning), without its one-off costs (CUDA context, Triton's and cuDNN's first compilations): the rate a long run
+settles at.
 
 Learning: POPGym's RepeatPreviousEasy, RepeatFirstEasy, CountRecallEasy, AutoencodeEasy and
 PositionOnlyCartPoleEasy, every backbone (``mlp`` is the memory-less control), three seeds, default hyperparameters,
@@ -12,15 +15,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import tempfile
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 import recurl
 from recurl.bench.learning import run_sweep, summarise
 from recurl.bench.timing import device_name
+from recurl.builder import resolve_device
 from recurl.memory import MEMORIES
 from recurl.train import train
 
@@ -29,14 +35,39 @@ TASKS = ["RepeatPreviousEasy", "RepeatFirstEasy", "CountRecallEasy", "Autoencode
 LEARNING_STEPS = {"ppo": 200_000, "dqn": 300_000}
 
 
-def measure_sps(agent: str, memory: str, task: str, steps: int) -> float:
+def speed_config(agent: str, memory: str, task: str, device: torch.device, num_envs: int | None) -> DictConfig:
+    """The agent's default config for ``task`` on ``device`` (with ``num_envs`` envs, else the env config's)."""
+    overrides = [f"agent={agent}", f"memory={memory}", f"env.id={task}", f"device={device}"]
+    overrides += [] if num_envs is None else [f"env.num_envs={num_envs}"]
     with initialize_config_dir(config_dir=str(Path(recurl.__file__).parent / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"agent={agent}", f"memory={memory}", f"env.id={task}", f"total_steps={steps}"])
+        return compose("config", overrides=overrides)
+
+
+def measure_sps(cfg: DictConfig) -> tuple[float, float]:
+    """(env steps/s over the whole run, env steps/s from the first logged row (an update) to the last: NaN when
+    there is only one) of one training run of ``cfg``."""
     with tempfile.TemporaryDirectory() as run_dir:
         train(cfg, Path(run_dir))
         with (Path(run_dir) / "metrics.csv").open() as f:
-            last = list(csv.DictReader(f))[-1]
-    return int(last["step"]) / float(last["wall_time"])
+            rows = list(csv.DictReader(f))
+    first, last = rows[0], rows[-1]
+    whole = int(last["step"]) / float(last["wall_time"])
+    if len(rows) == 1:
+        return whole, math.nan
+    return whole, (int(last["step"]) - int(first["step"])) / (float(last["wall_time"]) - float(first["wall_time"]))
+
+
+def speed_table(agent: str, args: argparse.Namespace, device: torch.device) -> None:
+    print(f"# {agent} end-to-end env steps/s, {args.tasks[0]}, {device_name(device)}")
+    print("| backbone | envs | env steps/s | after the first update |\n|---|---|---|---|")
+    for memory in args.memories:
+        for num_envs in args.num_envs or [None]:
+            cfg = speed_config(agent, memory, args.tasks[0], device, num_envs)
+            per_env = args.speed_steps_per_env
+            cfg.total_steps = args.speed_steps if per_env is None else per_env * cfg.env.num_envs
+            whole, steady = measure_sps(cfg)
+            steady_text = "—" if math.isnan(steady) else f"{steady:.0f}"
+            print(f"| {memory} | {cfg.env.num_envs} | {whole:.0f} | {steady_text} |", flush=True)
 
 
 def main(argv: list[str] | None, agent: str) -> None:
@@ -46,15 +77,24 @@ def main(argv: list[str] | None, agent: str) -> None:
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=LEARNING_STEPS[agent], help="env steps per learning run")
-    parser.add_argument("--speed-steps", type=int, default=40_960)
+    parser.add_argument("--speed-steps", type=int, default=40_960, help="env steps per speed run")
+    parser.add_argument("--speed-steps-per-env", type=int,
+                        help="instead: env steps per speed run = this x the run's env count (PPO: 64 per update)")
+    parser.add_argument("--num-envs", type=int, nargs="+", help="speed: env counts to time (default: the env config's)")
+    parser.add_argument("--device", default="auto", help="speed: auto (CUDA if visible, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--jobs", type=int, default=2, help="learning runs at a time (Hydra's joblib launcher)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    counts = [("--speed-steps", args.speed_steps), ("--speed-steps-per-env", args.speed_steps_per_env)]
+    for name, value in counts + [("--num-envs", n) for n in args.num_envs or []]:
+        if value is not None and value < 1:
+            parser.error(f"{name} must be positive, got {value}")
     if args.part in ("speed", "all"):
-        print(f"# {agent} end-to-end env steps/s, {args.tasks[0]}, {device_name(torch.device('cpu'))}")
-        print("| backbone | env steps/s |\n|---|---|")
-        for memory in args.memories:
-            print(f"| {memory} | {measure_sps(agent, memory, args.tasks[0], args.speed_steps):.0f} |", flush=True)
+        speed_table(agent, args, device)
     if args.part in ("learning", "all"):
         sweep_dir = run_sweep(agent, args.tasks, args.memories, args.seeds, args.steps, args.out, args.jobs)
         summarise(sweep_dir, sweep_dir / "learning.png")

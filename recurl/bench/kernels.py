@@ -5,8 +5,10 @@ Rows, each at B x T x D with episode starts at random (p = 1/64 per step) where 
 - ``scan <backend>``: ``linear_scan`` alone, with its achieved bandwidth (forward reads a, b and writes h; backward
   reads a, h, dh and writes da, db: 8 tensors, 32 bytes per fp32 element) as a fraction of the device's copy
   bandwidth.
-- ``<backbone> <backend>``: one ``mingru``/``minlstm``/``aaren`` layer (as inside ``Memory``), scan on that backend;
-  on ``triton`` each layer runs its fused kernels (gates, resets and scan in one pass each way).
+- ``<backbone> <backend>``: one layer (as inside ``Memory``) of every scanned backbone (``mingru``, ``minlstm``,
+  ``aaren``, ``ffm``, ``lru``: those with a ``scan_backend``), scan on that backend; on ``triton`` minGRU and minLSTM run
+  their fused kernels (gates, resets and scan in one pass each way), Aaren its attention scan, FFM and LRU the
+  complex ``linear_scan`` (fp32 only: torch has no bfloat16 complex type).
 - ``nn.LSTM``, ``nn.GRU``: cuDNN (oneDNN on CPU) of the same width, *without* resets: they cannot reset mid-sequence.
 - ``GRUCell loop``: ``nn.GRUCell`` stepped over time with resets, the way recurrent RL code without scans trains.
 - ``minGRU log-space compiled`` (``--compile``): the minGRU paper's log-space formulation (cumsum + logcumsumexp,
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import math
 
 import torch
@@ -39,6 +42,10 @@ from recurl.memory import MEMORIES
 RESET_PROBABILITY = 1 / 64
 SCAN_TENSORS_MOVED = 8  # fwd: a, b, h; bwd: a, h, dh, da, db
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: The backbones whose layer runs on a scan backend, in the registry's order.
+SCANNED = [name for name, cell in MEMORIES.items() if "scan_backend" in inspect.signature(cell).parameters]
+#: Backbones whose recurrence is complex: no bf16 rows (torch has no bfloat16 complex type).
+COMPLEX_STATE = {"ffm", "lru"}
 
 
 def copy_bandwidth(device: torch.device, repeats: int) -> float:
@@ -99,7 +106,9 @@ def rows(batch, length, dim, dtype, device, backends, compile_log_space):
     scan_bytes = SCAN_TENSORS_MOVED * b.element_size() * b.numel()
     for backend in backends:
         yield f"scan {backend}", lambda backend=backend: linear_scan(a, b, backend=backend), scan_bytes
-    for name in ("mingru", "minlstm", "aaren"):
+    for name in SCANNED:
+        if name in COMPLEX_STATE and dtype != torch.float32:
+            continue
         for backend in backends:
             cell = MEMORIES[name](dim, scan_backend=backend).to(device, dtype)
             state = cell.initial_state(batch, device, dtype)

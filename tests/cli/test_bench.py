@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from recurl.bench import kernels, memory
+from recurl.bench import agent, kernels, memory
 from recurl.memory import MEMORIES
 
 ROW = re.compile(r"^\| .* \|$")
@@ -34,12 +34,14 @@ def test_memory_bench_times_every_backbone(capsys, clock):
 
 
 def test_kernels_bench_has_every_row_for_every_dtype(capsys):
-    kernels.main(["--device", "cpu", "--batch", "2", "--dim", "4", "--lengths", "8", "--repeats", "2"])
+    # D = 8: FFM's default sizes need a multiple of 2 * context_size (8)
+    kernels.main(["--device", "cpu", "--batch", "2", "--dim", "8", "--lengths", "8", "--repeats", "2"])
     rows = table_rows(capsys.readouterr().out)
     names = [row.split("|")[3].strip() for row in rows]
-    expected = ["scan torch", "mingru torch", "minlstm torch", "aaren torch", "nn.LSTM (no resets)",
-                "nn.GRU (no resets)", "GRUCell loop"]
-    assert names == expected * 2  # fp32, then bf16
+    layers = ["mingru torch", "minlstm torch", "aaren torch"]
+    baselines = ["nn.LSTM (no resets)", "nn.GRU (no resets)", "GRUCell loop"]
+    fp32 = ["scan torch", *layers, "ffm torch", "lru torch", *baselines]
+    assert names == fp32 + ["scan torch", *layers, *baselines]  # bf16: FFM and LRU are complex, fp32 only
     for row in rows:
         assert float(row.split("|")[4]) > 0 and float(row.split("|")[8]) > 0  # ms, MiB saved for the backward
     assert "%" in rows[0]  # the scan row reports its bandwidth
@@ -58,3 +60,31 @@ def test_kernels_bench_triton_rows_run_under_the_interpreter(capsys):
     saved = {name: float(row.split("|")[8]) for name, row in zip(names, rows)}
     for layer in ("mingru", "minlstm", "aaren"):  # fused kernels keep less for the backward than the torch ops
         assert 0 < saved[f"{layer} triton"] < saved[f"{layer} torch"]
+
+
+def test_ppo_speed_times_each_backbone_at_each_env_count(capsys):
+    """The GPU check's end-to-end table (`--device`, `--num-envs`, `--speed-steps-per-env`), at tiny size on CPU: two
+    PPO updates (rollouts of 64) per run, so the rate after the first update is measured too."""
+    agent.main(["--part", "speed", "--memories", "mingru", "mlp", "--num-envs", "4", "5", "--device", "cpu",
+                "--speed-steps-per-env", "128"], "ppo")
+    out = capsys.readouterr().out
+    assert "CPU" in out.splitlines()[0]
+    rows = table_rows(out)
+    assert [(row.split("|")[1].strip(), int(row.split("|")[2])) for row in rows] == [
+        ("mingru", 4), ("mingru", 5), ("mlp", 4), ("mlp", 5)
+    ]
+    for row in rows:
+        whole, steady = (float(cell) for cell in row.strip("|").split("|")[2:])
+        assert whole > 0 and steady > 0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [(["--num-envs", "0"], "--num-envs must be positive"), (["--speed-steps-per-env", "-1"], "must be positive"),
+     (["--device", "tpu"], "device=tpu is not a device")],
+)
+def test_ppo_speed_rejects_bad_options_in_one_line(capsys, options, message):
+    with pytest.raises(SystemExit) as exit_info:
+        agent.main(["--part", "speed", *options], "ppo")
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
