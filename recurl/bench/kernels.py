@@ -191,18 +191,25 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for dtype_name in args.dtypes:
         for length in args.lengths:
-            results = []
+            # Each row is printed as soon as minGRU's time (the ratio's reference, the third row) is known, so that a
+            # run stopped at its time limit (the GPU check) keeps the rows it measured.
+            pending, reference = [], None
             for name, run, scan_bytes in rows(
                 args.batch, length, args.dim, DTYPES[dtype_name], device, backends, args.compile
             ):
                 if args.skip_loop and name == "GRUCell loop":
                     continue
                 repeats = max(2, args.repeats // 10) if name == "GRUCell loop" else args.repeats
-                results.append((name, *measure(run, device, repeats), scan_bytes))
-            reference = next(ms for name, ms, *_ in results if name == f"mingru {backends[0]}")
-            for name, ms, peak, saved, scan_bytes in results:
-                achieved = "" if scan_bytes is None else (
-                    f"{scan_bytes / (ms / 1e3) / 1e9:.0f} ({100 * scan_bytes / (ms / 1e3) / bandwidth:.0f}%)"
-                )
-                print(f"| {dtype_name} | {length} | {name} | {ms:.3f} | {ms / reference:.2f}x | {achieved} | "
-                      f"{peak:.0f} | {saved:.3g} |", flush=True)
+                pending.append((name, *measure(run, device, repeats), scan_bytes))
+                if name == f"mingru {backends[0]}":
+                    reference = pending[-1][1]
+                while reference is not None and pending:
+                    print_row(dtype_name, length, *pending.pop(0), reference, bandwidth)
+
+
+def print_row(dtype_name, length, name, ms, peak, saved, scan_bytes, reference, bandwidth) -> None:
+    achieved = "" if scan_bytes is None else (
+        f"{scan_bytes / (ms / 1e3) / 1e9:.0f} ({100 * scan_bytes / (ms / 1e3) / bandwidth:.0f}%)"
+    )
+    print(f"| {dtype_name} | {length} | {name} | {ms:.3f} | {ms / reference:.2f}x | {achieved} | {peak:.0f} | "
+          f"{saved:.3g} |", flush=True)
