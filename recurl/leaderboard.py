@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from recurl.compare import Run, bootstrap_band, final_return, load_groups, mmer, return_used, seeds_text
+from recurl.run_groups import Run, bootstrap_band, final_return, load_groups, mmer, return_used, seeds_text
 
 COLUMNS = [
     "task", "memory", "seeds", "mmer", "mmer_low", "mmer_high", "final_return", "return_used", "suite_mean", "rank",

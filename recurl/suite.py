@@ -31,11 +31,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from recurl.checkpoint import CheckpointError
-from recurl.compare import BOOKKEEPING, CompareError
 from recurl.envs import resolve_env_id
 from recurl.leaderboard import write_leaderboard
 from recurl.memory import MEMORIES
 from recurl.resume import holds_a_run, is_finished
+from recurl.run_groups import BOOKKEEPING, CompareError
 
 #: The agents ``agent=`` accepts: the training config's agent group (read, not imported: importing agents is slow).
 AGENTS = sorted(path.stem for path in (Path(__file__).parent / "conf" / "agent").glob("*.yaml"))

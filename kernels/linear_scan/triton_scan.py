@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from recurl.kernels.linear_scan import triton_complex
+from recurl.kernels.linear_scan.triton_complex import KERNELS as COMPLEX_KERNELS
 from recurl.kernels.triton_common import (
     ACCUMULATOR, check_inputs, device_guard, initial_state, program_block, scan_tile, tile_config,
 )
@@ -87,7 +87,7 @@ class _LinearScanTriton(torch.autograd.Function):
     def forward(ctx, a, b, h0, block_d, chunk, num_warps):
         batch, length, dim = b.shape
         h = torch.empty_like(b)
-        forward_kernel, ctx.backward_kernel = triton_complex.KERNELS if b.is_complex() else KERNELS
+        forward_kernel, ctx.backward_kernel = COMPLEX_KERNELS if b.is_complex() else KERNELS
         ctx.config = dict(HAS_H0=h0 is not None, ACC=ACCUMULATOR[_planes(b).dtype], BLOCK_D=block_d, CHUNK=chunk,
                           num_warps=num_warps)
         if h.numel():

@@ -10,17 +10,15 @@ import pytest
 from PIL import Image
 
 from conftest import write_run
-from recurl.compare import (
+from recurl.compare import compare, figure_of, main
+from recurl.run_groups import (
     CompareError,
     bootstrap_band,
     common_grid,
-    compare,
-    figure_of,
     final_return,
     finished_rows,
     interpolate,
     load_groups,
-    main,
     mmer,
     normalised_auc,
 )

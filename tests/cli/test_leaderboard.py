@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from conftest import write_run
-from recurl.compare import CompareError, main
+from recurl.compare import main
 from recurl.leaderboard import format_markdown, leaderboard_rows, write_leaderboard
+from recurl.run_groups import CompareError
 
 NAN = math.nan
 A, B = "popgym-RepeatPreviousEasy-v0", "popgym-RepeatFirstEasy-v0"
