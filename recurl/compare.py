@@ -3,9 +3,9 @@ across runs, or (``--leaderboard``) ``recurl.leaderboard``'s table of tasks x me
 
 Each DIR is a run folder (``metrics.csv`` and ``.hydra/config.yaml``) or any folder holding run folders at any depth,
 such as a Hydra multirun. Without ``--out`` the plot is ``compare.png`` (``leaderboard.png`` with ``--leaderboard``)
-in the DIR, or in the folder that holds all the DIRs; the table goes beside it (``.csv``) and to stdout. How runs are
-found, grouped and scored is ``recurl.run_groups``'s business; a set of runs that cannot be compared stops the command with one
-line (exit code 2).
+in the DIR, or in the folder that holds all the DIRs; the table goes beside it (``.csv``) and to stdout.
+``recurl.run_groups`` says how runs are found, grouped and scored; a set of runs that cannot be compared stops the
+command with one line (exit code 2).
 """
 
 from __future__ import annotations
