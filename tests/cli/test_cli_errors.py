@@ -1,6 +1,7 @@
 """The training CLI never fails silently: a mistake is one line on stderr, exit code 2, no traceback and no folder
 left behind; every run ends with a summary line, also written to train.log."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -181,6 +182,8 @@ def test_an_early_stop_says_where_the_run_is(tmp_path, capsys):
         ("+memory.num_heads=4", "memory mingru: unknown option(s) num_heads"),
         ("eval_every=0", "eval_every must be a positive integer, got 0"),
         ("total_steps=-5", "total_steps must be a positive integer, got -5"),
+        ("memory=lru memory.r_min=2", "lru: r_min must be in [0, 1), got 2"),
+        ("memory=ffm memory.context_size=3", "ffm: 2 * context_size (6) must divide hidden_size 16"),
     ],
 )
 def test_values_found_once_the_config_is_composed_are_named(override, message):
@@ -188,7 +191,8 @@ def test_values_found_once_the_config_is_composed_are_named(override, message):
     ValueError, which ``hydra_main`` prints as one line and exit code 2 (the end-to-end test above)."""
     from recurl.train import check_run_options, prepare
 
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        cfg = compose_config(*TINY, override)
+    overrides = override.split()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cfg = compose_config(*TINY, *overrides)
         check_run_options(cfg)
-        prepare(cfg, [override], Path("unused-run-folder"))
+        prepare(cfg, overrides, Path("unused-run-folder"))
