@@ -32,7 +32,6 @@ TINY = [
 ]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def counter_agent(memory="mingru", truncate=False, lengths=(3, 5, 4, 7), num_envs=3, **config):

@@ -11,7 +11,6 @@ from recurl.agents.replay import SequenceReplay
 from recurl.agents.returns import rescale, unrescale
 from test_dqn import counter_agent
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_value_rescaling_is_inverted_exactly():

@@ -18,7 +18,6 @@ def numbers(row):
     return [float(cell.strip().rstrip("x")) for cell in row.strip("|").split("|") if re.fullmatch(r"\s*[\d.]+x?\s*", cell)]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("clock", [[], ["--threads", "1", "--cpu-time"]], ids=["wall", "cpu"])

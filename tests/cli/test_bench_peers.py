@@ -8,7 +8,6 @@ from recurl.bench import peers
 TINY = ["--steps", "64", "--envs", "2", "--rollout-steps", "8", "--minibatches", "2", "--epochs", "1",
         "--width", "4", "--layers", "1", "--repeats", "2", "--memories", "mingru", "lstm"]
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rows(text):

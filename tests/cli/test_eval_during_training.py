@@ -16,7 +16,6 @@ from recurl.evaluate import SEED_OFFSET, evaluate_policy
 from recurl.periodic_eval import untouched_rng
 from recurl.train import prepare, run, train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 #: Each agent at a tiny size on one env: an update is 16 env steps for both.
 AGENTS = {
     "ppo": ["agent.rollout_steps=16", "agent.minibatches=1", "agent.anneal_lr=false"],

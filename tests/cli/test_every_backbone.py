@@ -10,7 +10,7 @@ from recurl.checkpoint import load_checkpoint
 from recurl.memory import MEMORIES
 from recurl.train import train
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.slow
 AGENTS = {
     "ppo": ["agent.rollout_steps=16", "agent.minibatches=2"],
     "dqn": [

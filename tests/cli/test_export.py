@@ -20,7 +20,6 @@ from recurl.memory.mlp import MLP
 from recurl.onnx_graph import EnvAction, observation_inputs, observation_leaves
 from recurl.train import train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["total_steps=256", "env.num_envs=4", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16"]
 POPGYM = ["env=popgym", "env.id=RepeatPreviousEasy"]  # previous action on (POPGym's default)
 RUNS = {

@@ -17,7 +17,6 @@ from recurl.evaluate import evaluate_policy
 from recurl.evaluate import main as evaluate_main
 from recurl.train import train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["total_steps=256", "env.num_envs=4", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16"]
 ENVS = {
     "popgym": ["env=popgym", "env.id=RepeatPreviousEasy"],  # previous action on (POPGym's default)

@@ -22,7 +22,6 @@ TINY = [
 ]
 TIME_COLUMNS = {"sps", "wall_time"}
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def python(*args, timeout=300):

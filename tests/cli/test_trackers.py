@@ -14,7 +14,6 @@ from conftest import compose_config
 from recurl import trackers
 from recurl.train import train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 #: Two updates on CartPole, where some episodes end in each (a row's episode_return is NaN when none did).
 TINY = [
     "total_steps=128", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16", "env.num_envs=4",

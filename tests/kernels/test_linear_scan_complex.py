@@ -18,7 +18,6 @@ needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, re
 BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
 TOLERANCE = {torch.complex64: 1e-5, torch.complex128: 1e-10}
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(batch, length, dim, dtype=torch.complex128, seed=0, zero_p=0.15, modulus=(0.0, 1.0)):

@@ -12,7 +12,6 @@ from conftest import compose_config
 from recurl.memory import make_memory
 from recurl.memory.ffm import FFM
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_default_sizes_keep_the_papers_proportions():

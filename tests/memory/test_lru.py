@@ -12,7 +12,6 @@ from conftest import compose_config
 from recurl.memory import make_memory
 from recurl.memory.lru import LRU
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("r_min, r_max, max_phase, options", [

@@ -8,7 +8,6 @@ from recurl.kernels import linear_scan
 from recurl.memory import MEMORIES
 from recurl.memory.cell import positive_activation
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 4
 
 

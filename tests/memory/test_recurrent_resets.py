@@ -6,7 +6,6 @@ import torch
 
 from recurl.memory import make_memory
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 INPUT, HIDDEN = 5, 8
 
 

@@ -8,7 +8,6 @@ from torch import nn
 
 from recurl.memory.segments import Staircase, _run_packed, run_with_resets
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 6
 
 
