@@ -32,8 +32,6 @@ TINY = [
 ]
 
 
-
-
 def counter_agent(memory="mingru", truncate=False, lengths=(3, 5, 4, 7), num_envs=3, **config):
     envs = make_vector_env(
         "gym", COUNTER_ID, num_envs, seed=0, env_kwargs={"episode_lengths": lengths, "truncate": truncate}

@@ -12,7 +12,6 @@ from recurl.agents.returns import rescale, unrescale
 from test_dqn import counter_agent
 
 
-
 def test_value_rescaling_is_inverted_exactly():
     x = torch.cat([torch.linspace(-1e4, 1e4, 20001, dtype=torch.float64), torch.tensor([0.0, 1e-9, -3.5, 123.25])])
     torch.testing.assert_close(unrescale(rescale(x)), x, rtol=1e-10, atol=1e-9)

@@ -18,8 +18,6 @@ def numbers(row):
     return [float(cell.strip().rstrip("x")) for cell in row.strip("|").split("|") if re.fullmatch(r"\s*[\d.]+x?\s*", cell)]
 
 
-
-
 @pytest.mark.parametrize("clock", [[], ["--threads", "1", "--cpu-time"]], ids=["wall", "cpu"])
 def test_memory_bench_times_every_backbone(capsys, clock):
     # D = 8: FFM's default sizes need a multiple of 2 * context_size (8)

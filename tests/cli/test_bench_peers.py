@@ -9,7 +9,6 @@ TINY = ["--steps", "64", "--envs", "2", "--rollout-steps", "8", "--minibatches",
         "--width", "4", "--layers", "1", "--repeats", "2", "--memories", "mingru", "lstm"]
 
 
-
 def rows(text):
     lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("|---")]
     return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])}

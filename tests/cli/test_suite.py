@@ -23,7 +23,6 @@ TINY = [
 TIME_COLUMNS = {"sps", "wall_time"}
 
 
-
 def python(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
 

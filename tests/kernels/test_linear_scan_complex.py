@@ -19,7 +19,6 @@ BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
 TOLERANCE = {torch.complex64: 1e-5, torch.complex128: 1e-10}
 
 
-
 def _inputs(batch, length, dim, dtype=torch.complex128, seed=0, zero_p=0.15, modulus=(0.0, 1.0)):
     """Gates of random phase and a modulus in ``modulus``, zero (a reset) with probability ``zero_p`` and at t = 0 in
     every other channel (cutting h0 off); inputs, h0 and the loss weights of random phase too."""

@@ -13,7 +13,6 @@ from recurl.memory import make_memory
 from recurl.memory.ffm import FFM
 
 
-
 def test_default_sizes_keep_the_papers_proportions():
     cell = FFM(64)
     assert (cell.trace_size, cell.context_size) == (8, 4)  # the paper's 32 x 4 at 256, scaled to 64

@@ -13,7 +13,6 @@ from recurl.memory import make_memory
 from recurl.memory.lru import LRU
 
 
-
 @pytest.mark.parametrize("r_min, r_max, max_phase, options", [
     (0.9, 0.999, math.pi / 10, {}),  # the defaults
     (0.0, 1.0, 2 * math.pi, {"r_min": 0.0, "r_max": 1.0, "max_phase": 2 * math.pi}),  # the paper's code's
