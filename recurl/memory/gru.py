@@ -6,7 +6,7 @@ memory models.
 
 The gates depend on h_{t-1}, so there is no parallel scan. ``forward`` runs the whole trajectory in one call: on CPU
 ``gru_sequence`` (a time loop with resets folded in and a hand-written backward: PyTorch has no oneDNN GRU), on CUDA
-cuDNN over the episode segments (``segments.run_with_resets``, packed, as for the LSTM).
+cuDNN over the episode segments packed in one call (``library_rnn.run_with_resets``, as for the LSTM).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from torch import nn
 
 from recurl.memory.cell import State, reset_state
 from recurl.memory.gru_sequence import gru_sequence
-from recurl.memory.segments import run_with_resets
+from recurl.memory.library_rnn import run_with_resets
 
 
 class GRU(nn.Module):
     def __init__(self, size: int):
         super().__init__()
         self.size = size
-        self.gru = nn.GRU(size, size)  # time-major, as run_with_resets lays segments out
+        self.gru = nn.GRU(size, size)  # time-major, as run_with_resets calls it
 
     def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         return (torch.zeros(batch_size, self.size, device=device, dtype=dtype),)

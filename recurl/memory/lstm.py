@@ -2,9 +2,9 @@
 
     i, f, o = sigmoid(W x_t + U h_{t-1} + b),  g = tanh(...),  c_t = f c_{t-1} + i g,  h_t = o tanh(c_t)
 
-The gates depend on h_{t-1}, so there is no parallel scan. ``forward`` runs the library kernel (cuDNN on CUDA,
-oneDNN on CPU) over the episode segments of all rows at once (``segments.run_with_resets``: one packed call on CUDA,
-a few unpacked calls in time chunks on CPU); no Python loop runs over time.
+The gates depend on h_{t-1}, so there is no parallel scan. ``forward`` runs the library kernel (oneDNN on CPU, cuDNN
+on CUDA) over all rows and their resets in one call (``library_rnn.run_with_resets``: on CPU a reset step with
+saturated gates inserted before each reset, on CUDA the episode segments packed); no Python loop runs over time.
 
 The forget gate's bias starts at 1 rather than near 0 (Gers et al. 2000; Jozefowicz et al. 2015): an untrained LSTM
 then keeps about 73% of its cell per step instead of 50%, so information from an episode's first step survives long
@@ -17,14 +17,14 @@ import torch
 from torch import nn
 
 from recurl.memory.cell import State, reset_state
-from recurl.memory.segments import run_with_resets
+from recurl.memory.library_rnn import run_with_resets
 
 
 class LSTM(nn.Module):
     def __init__(self, size: int):
         super().__init__()
         self.size = size
-        self.lstm = nn.LSTM(size, size)  # time-major, as run_with_resets lays segments out
+        self.lstm = nn.LSTM(size, size)  # time-major, as run_with_resets calls it
         with torch.no_grad():  # gate order in nn.LSTM's biases: input, forget, cell, output
             self.lstm.bias_ih_l0[size : 2 * size].fill_(1.0)
             self.lstm.bias_hh_l0[size : 2 * size].fill_(0.0)
