@@ -31,9 +31,9 @@ class GRU(nn.Module):
     def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
         if x.device.type == "cuda":
             return run_with_resets(self.gru, x, state, resets)
-        gi = nn.functional.linear(x.transpose(0, 1), self.gru.weight_ih_l0, self.gru.bias_ih_l0)
-        y, h = gru_sequence(gi, state[0], self.gru.weight_hh_l0, self.gru.bias_hh_l0, resets.t())
-        return y.transpose(0, 1), (h,)
+        gi = nn.functional.linear(x, self.gru.weight_ih_l0, self.gru.bias_ih_l0)
+        y, h = gru_sequence(gi, state[0], self.gru.weight_hh_l0, self.gru.bias_hh_l0, resets)
+        return y, (h,)
 
     def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:
         (h,) = reset_state(state, self.initial_state(x.shape[0], x.device, x.dtype), reset)

@@ -16,40 +16,45 @@ With r, z, n the reset gate, update gate and candidate (torch's gate order in th
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.autograd.function import once_differentiable
 
 
 def gru_sequence(
     gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, resets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``gi`` [T, B, 3H] (the input projection W_i x + b_i, time-major), ``h0`` [B, H], ``resets`` [T, B] bool
-    (the state is zeroed before step t) -> outputs [T, B, H] and the final state [B, H]."""
+    """``gi`` [B, T, 3H] (the input projection W_i x + b_i), ``h0`` [B, H], ``resets`` [B, T] bool (the state is
+    zeroed before step t) -> outputs [B, T, H] and the final state [B, H]."""
     return _GRUSequence.apply(gi, h0, w_hh, b_hh, resets)
 
 
 class _GRUSequence(torch.autograd.Function):
+    # Batch-major, as the layer's input and output are: a step's [B, 3H] slice is strided, which BLAS (as its leading
+    # dimension) and the elementwise ops take without copies, and no transposed copy of the whole sequence is made.
     # The loops index only views made before them (``unbind``): slicing inside a loop of T steps costs more than
     # the arithmetic at these sizes.
 
     @staticmethod
     def forward(ctx, gi, h0, w_hh, b_hh, resets):
-        length, batch, _ = gi.shape
+        batch, length, _ = gi.shape
         size = h0.shape[-1]
-        reset_steps = set(resets.any(1).nonzero().squeeze(1).tolist())
+        reset_steps = set(resets.any(0).nonzero().squeeze(1).tolist())
         # Each step's recurrent matmul adds onto [gi_r + b_hr, gi_z + b_hz, b_hn]; r and z are then squashed in place,
         # so after the loop ``gates`` holds [r, z, W_hn h + b_hn] for the backward.
-        gates = torch.cat([gi[..., : 2 * size] + b_hh[: 2 * size], b_hh[2 * size :].expand(length, batch, size)], -1)
-        candidate, out = gi[..., 2 * size :].clone(), gi.new_empty(length, batch, size)
-        w_hh_t = w_hh.t()
+        gates = gi + nn.functional.pad(b_hh[: 2 * size], (0, size))
+        candidate = gates[..., 2 * size :].clone()
+        gates[..., 2 * size :] = b_hh[2 * size :]
+        out = gi.new_empty(batch, length, size)
+        w_hh_t = w_hh.t().contiguous()  # a transposed view as the matmul operand costs ~2 us more a step
         steps = zip(
-            gates.unbind(0), gates[..., : 2 * size].unbind(0), gates[..., :size].unbind(0),
-            gates[..., size : 2 * size].unbind(0), gates[..., 2 * size :].unbind(0), candidate.unbind(0),
-            out.unbind(0),
+            gates.unbind(1), gates[..., : 2 * size].unbind(1), gates[..., :size].unbind(1),
+            gates[..., size : 2 * size].unbind(1), gates[..., 2 * size :].unbind(1), candidate.unbind(1),
+            out.unbind(1),
         )
         h = h0
         for t, (g, rz, r, z, hidden_n, n, y) in enumerate(steps):
             if t in reset_steps:
-                h = torch.where(resets[t, :, None], 0.0, h)
+                h = torch.where(resets[:, t, None], 0.0, h)
             g.addmm_(h, w_hh_t)
             rz.sigmoid_()
             n.addcmul_(r, hidden_n).tanh_()
@@ -62,38 +67,41 @@ class _GRUSequence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out, grad_final):
         h0, w_hh, resets, gates, candidate, out = ctx.saved_tensors
-        length, batch, size = candidate.shape
+        batch, length, size = candidate.shape
         reset, update, hidden_n = gates.split(size, -1)
-        h_prev = torch.cat([h0[None], out[:-1]]).masked_fill_(resets[..., None], 0.0)
+        h_prev = torch.cat([h0[:, None], out[:, :-1]], 1).masked_fill_(resets[..., None], 0.0)
         # The gradient of each step's recurrent matmul output is dh * factor (per gate r, z, n); the candidate's
-        # pre-activation gets dh * dn_pre.
+        # pre-activation gets dh * dn_pre. With s(1 - s) the sigmoids' slopes:
+        #   factor_r = dn_pre * (W_hn h + b_hn) * r(1 - r),  factor_z = (h - n) * z(1 - z),  factor_n = dn_pre * r
         keep = 1 - update
         dn_pre = torch.addcmul(keep, keep, candidate * candidate, value=-1)  # (1 - z)(1 - n^2)
-        factor = gates.new_empty(length, batch, 3, size)
+        rz = gates[..., : 2 * size]
+        factor = gates.new_empty(batch, length, 3, size)
         d_reset, d_update, d_hidden_n = factor.unbind(2)
+        torch.mul(dn_pre, hidden_n, out=d_reset)
+        torch.sub(h_prev, candidate, out=d_update)
+        factor[:, :, :2].mul_(torch.addcmul(rz, rz, rz, value=-1).reshape(batch, length, 2, size))
         torch.mul(dn_pre, reset, out=d_hidden_n)
-        torch.mul(d_hidden_n, hidden_n, out=d_reset).mul_(1 - reset)
-        torch.sub(h_prev, candidate, out=d_update).mul_(update).mul_(keep)
         # The loop turns ``factor`` into the gradient of the recurrent matmul output in place, step by step, and
         # ``grad_h`` (starting as the outputs' gradient) into the total gradient reaching each step's output state.
         grad_gates = factor
         grad_out = torch.zeros_like(out) if grad_out is None else grad_out
         grad_h = grad_out.clone()
         if grad_final is not None:
-            grad_h[-1] += grad_final
-        steps = list(zip(grad_gates.unbind(0), grad_gates.view(length, batch, 3 * size).unbind(0),
-                         grad_h.unbind(0), grad_h[:, :, None].unbind(0), update.unbind(0)))
+            grad_h[:, -1] += grad_final
+        steps = list(zip(grad_gates.unbind(1), grad_gates.view(batch, length, 3 * size).unbind(1),
+                         grad_h.unbind(1), grad_h[:, :, None].unbind(1), update.unbind(1)))
         for t in range(length - 1, 0, -1):
             dg, dg_flat, dh, dh_column, z = steps[t]
             back = steps[t - 1][2]
             dg.mul_(dh_column)
             back.addcmul_(dh, z).addmm_(dg_flat, w_hh)
             if t in ctx.reset_steps:  # nothing flows back past a reset: the earlier step keeps its own output's grad
-                torch.where(resets[t, :, None], grad_out[t - 1], back, out=back)
+                torch.where(resets[:, t, None], grad_out[:, t - 1], back, out=back)
         dg, dg_flat, dh, dh_column, z = steps[0]
         dg.mul_(dh_column)
-        grad_h0 = torch.addmm(dh * z, dg_flat, w_hh).masked_fill_(resets[0, :, None], 0.0)
-        flat_gates = grad_gates.view(length * batch, 3 * size)
-        grad_w_hh, grad_b_hh = flat_gates.t() @ h_prev.view(length * batch, size), flat_gates.sum(0)
-        grad_gates[:, :, 2] = grad_h * dn_pre  # now the gradient of gi: its candidate part is the pre-activation's
-        return grad_gates.view(length, batch, 3 * size), grad_h0, grad_w_hh, grad_b_hh, None
+        grad_h0 = torch.addmm(dh * z, dg_flat, w_hh).masked_fill_(resets[:, 0, None], 0.0)
+        flat_gates = grad_gates.view(batch * length, 3 * size)
+        grad_w_hh, grad_b_hh = flat_gates.t() @ h_prev.view(batch * length, size), flat_gates.sum(0)
+        torch.mul(grad_h, dn_pre, out=d_hidden_n)  # now the gradient of gi: its candidate part is the pre-activation's
+        return grad_gates.view(batch, length, 3 * size), grad_h0, grad_w_hh, grad_b_hh, None
