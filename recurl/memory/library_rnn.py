@@ -14,9 +14,10 @@ cuDNN and oneDNN cannot reset a state mid-sequence. Two ways round that:
   The saturated gates also stop the gradient: sigmoid'(x) = s (1 - s) = 0, so nothing flows back across a reset step,
   and a hold step passes the cell's gradient on with factor f = 1. The outputs at inserted steps are dropped. The final
   state is the call's, held since each row's last real step, except the LSTM's h, read from that step's output.
-- **packed** (CUDA, and inputs or states that hold an inf or a NaN): each row cut at its resets, all segments as one ``PackedSequence``, which cuDNN runs natively;
-  it runs as many steps as the longest segment. (PyTorch's packed CPU path is its native per-step code, ~10x slower
-  than an unpacked oneDNN call.) Kept for CUDA without a measurement against reset steps: no GPU was at hand.
+- **packed** (CUDA, and inputs or states that hold an inf or a NaN): each row cut at its resets, all segments as one
+  ``PackedSequence``, which cuDNN runs natively; it runs as many steps as the longest segment. (PyTorch's packed CPU
+  path is its native per-step code, ~10x slower than an unpacked oneDNN call.) Kept for CUDA without a measurement
+  against reset steps: no GPU was at hand.
 """
 
 from __future__ import annotations

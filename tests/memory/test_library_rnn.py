@@ -141,7 +141,8 @@ def test_an_inf_or_nan_before_a_reset_never_reaches_after_it(kind, where):
 
 def test_only_one_layer_one_way_rnns_with_biases_are_accepted():
     x, resets = torch.randn(2, 3, SIZE), torch.zeros(2, 3, dtype=torch.bool)
-    for rnn in (nn.LSTM(SIZE, SIZE, num_layers=2), nn.LSTM(SIZE, SIZE, bias=False), nn.GRU(SIZE, SIZE, batch_first=True)):
+    wrong = (nn.LSTM(SIZE, SIZE, num_layers=2), nn.LSTM(SIZE, SIZE, bias=False), nn.GRU(SIZE, SIZE, batch_first=True))
+    for rnn in wrong:
         with pytest.raises(ValueError, match="one-layer, one-way RNN with biases"):
             run_with_resets(rnn, x, (torch.zeros(2, SIZE),) * 2, resets)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the cuDNN paths)")
