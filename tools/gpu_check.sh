@@ -129,6 +129,7 @@ if ((TINY)); then
     MORE_TABLES=(--lengths 4 --dtypes bf16 --skip-loop)
     COMPLEX_TABLE=(--complex --lengths 8)
     PPO=(--device cpu --num-envs 4 8 --speed-steps-per-env 128)
+    LAYOUTS=(--device cpu --size 2 16 8 --rounds 2)
 else
     WORKERS=8
     KERNELS=()  # B=64, D=256, CUDA, triton and torch backends
@@ -136,6 +137,7 @@ else
     MORE_TABLES=(--lengths 128 4096 --dtypes fp32 bf16 --skip-loop)
     COMPLEX_TABLE=(--complex --lengths 1024 4096)
     PPO=(--device cuda --num-envs 64 1024 --speed-steps-per-env 256)  # 4 updates of rollouts of 64 per run
+    LAYOUTS=(--device cuda --size 64 1024 256 --rounds 10)  # LSTM/GRU with resets: packed cuDNN or reset steps?
 fi
 export TINY OUT WHEELS SITE WORKERS
 export -f setup info tests
@@ -145,6 +147,7 @@ part info 40 setup.log bash -c info
 part tests 180 tests.log bash -c tests
 part kernels 150 kernels.md python3 -m recurl.bench kernels "${KERNELS[@]}" "${ISSUE_TABLE[@]}"
 part e2e 180 e2e.md python3 -m recurl.bench ppo --part speed "${PPO[@]}"
+part layouts 45 kernels.md python3 -m recurl.bench memory --layouts "${LAYOUTS[@]}"
 part kernels-more 120 kernels.md python3 -m recurl.bench kernels "${KERNELS[@]}" "${MORE_TABLES[@]}"
 part kernels-complex 60 kernels.md python3 -m recurl.bench kernels "${KERNELS[@]}" "${COMPLEX_TABLE[@]}"
 

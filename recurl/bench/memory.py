@@ -6,6 +6,10 @@ The reference is ``torch.nn.LSTM`` of the same width over the same input *withou
 mid-sequence). Sizes: B=16, T=512, D=64 on CPU; B=64, D=256, T in {128, 512, 1024} on CUDA. The three are timed in
 turns, round after round, and each column is a median: on a shared machine whose speed drifts, back-to-back
 medians of one and then the other skewed their ratio by up to 40%.
+
+``--layouts`` times instead an ``nn.LSTM`` and an ``nn.GRU`` layer with resets in each of ``run_with_resets``'
+layouts (packed segments, saturated reset steps), beside ``nn.LSTM`` without resets: how to choose between the
+layouts on a device where they have not been measured.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 
 from recurl.bench.timing import device_name, forward_backward, interleaved_median_ms
 from recurl.memory import MEMORIES
+from recurl.memory.library_rnn import run_with_resets
 
 RESET_PROBABILITY = 1 / 64
 
@@ -51,6 +56,28 @@ def time_layer(
     )
 
 
+def time_layouts(
+    kind: str, batch: int, length: int, dim: int, device: torch.device, rounds: int, clock=time.perf_counter
+) -> dict[str, float]:
+    """Median ms of one ``nn.LSTM`` or ``nn.GRU`` layer over the same input and resets in each of
+    ``run_with_resets``' layouts, and of ``nn.LSTM`` without resets, forward+backward, timed in turns."""
+    rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](dim, dim).to(device)
+    lstm = torch.nn.LSTM(dim, dim, batch_first=True).to(device)
+    x = torch.randn(batch, length, dim, device=device, requires_grad=True)
+    resets = torch.rand(batch, length, device=device) < RESET_PROBABILITY
+    state = tuple(torch.zeros(batch, dim, device=device) for _ in range(2 if kind == "lstm" else 1))
+    return interleaved_median_ms(
+        {
+            "packed": forward_backward(lambda: run_with_resets(rnn, x, state, resets, "packed")[0]),
+            "reset_steps": forward_backward(lambda: run_with_resets(rnn, x, state, resets, "reset_steps")[0]),
+            "lstm": forward_backward(lambda: lstm(x)[0]),
+        },
+        device,
+        rounds,
+        clock=clock,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recurl.bench memory", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -61,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cpu-time", action="store_true",
         help="time this process's CPU use instead of wall time (with --threads 1 on CPU: robust to a busy machine)",
+    )
+    parser.add_argument(
+        "--layouts", action="store_true",
+        help="instead: nn.LSTM and nn.GRU layers with resets in each of run_with_resets' layouts (packed segments, "
+        "reset steps), to choose between them on a device",
     )
     args = parser.parse_args(argv)
     if args.threads:
@@ -73,6 +105,18 @@ def main(argv: list[str] | None = None) -> None:
     what = "CPU time" if args.cpu_time else "wall time"
     print(f"# memory layers, forward+backward, {what}, {device_name(device)}, torch {torch.__version__}, "
           f"{datetime.date.today()}")
+    if args.layouts:
+        print("| B | T | D | layer | packed ms | reset steps ms | packed / reset steps | nn.LSTM (no resets) ms |")
+        print("|---|---|---|---|---|---|---|---|")
+        for batch, length, dim in sizes:
+            for kind in ("lstm", "gru"):
+                t = time_layouts(kind, batch, length, dim, device, args.rounds, clock)
+                print(
+                    f"| {batch} | {length} | {dim} | nn.{kind.upper()} | {t['packed']:.2f} | {t['reset_steps']:.2f} | "
+                    f"{t['packed'] / t['reset_steps']:.2f}x | {t['lstm']:.2f} |",
+                    flush=True,
+                )
+        return
     print("| B | T | D | backbone | parallel ms | stepwise ms | stepwise / parallel | nn.LSTM (no resets) ms | nn.LSTM / parallel |")
     print("|---|---|---|---|---|---|---|---|---|")
     for batch, length, dim in sizes:

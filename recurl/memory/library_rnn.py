@@ -34,20 +34,35 @@ from recurl.memory.cell import State
 SATURATED = 1e4
 
 
-def run_with_resets(rnn: nn.RNNBase, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
+#: How ``run_with_resets`` lays the rows out: ``auto`` picks per call (see the module docstring).
+LAYOUTS = ("auto", "reset_steps", "packed")
+
+
+def run_with_resets(
+    rnn: nn.RNNBase, x: torch.Tensor, state: State, resets: torch.Tensor, layout: str = "auto"
+) -> tuple[torch.Tensor, State]:
     """``rnn`` (one layer, time-major) over ``x`` [B, T, in] from ``state`` ((h,) or (h, c), each [B, H]), starting
-    again from zeros wherever ``resets`` [B, T] is true. Returns ``y`` [B, T, H] and the final state."""
+    again from zeros wherever ``resets`` [B, T] is true. Returns ``y`` [B, T, H] and the final state.
+
+    ``layout`` forces one of the two ways (benchmarks compare them); a forced ``reset_steps`` turns an inf or NaN
+    before a reset into NaN after it."""
     if rnn.batch_first or rnn.num_layers != 1 or rnn.bidirectional or not rnn.bias:
         raise ValueError("run_with_resets: expected a one-layer, one-way RNN with biases and batch_first=False")
+    if layout not in LAYOUTS:
+        raise ValueError(f"run_with_resets: unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     kept = tuple(torch.where(resets[:, :1], 0.0, s) for s in state)
     if not resets[:, 1:].any():  # one segment per row: the plain call
         y, final = _call(rnn, x.transpose(0, 1), kept)
         return y.transpose(0, 1), final
-    # A reset step zeroes the state by multiplying it by a saturated gate, and 0 * inf is NaN: an inf or NaN
-    # before a reset (from the input or the carried state; finite ones keep an LSTM or GRU finite) takes the packed
-    # call, which cuts the rows instead, however slow that is on CPU. A sum is finite exactly when no element is inf
-    # or NaN, unless it overflows (then finite values go the slow way), and is ~20x cheaper than ``isfinite().all()``.
-    if x.device.type == "cuda" or not torch.isfinite(sum(t.sum() for t in (x, *kept))):
+    if layout == "auto":
+        # A reset step zeroes the state by multiplying it by a saturated gate, and 0 * inf is NaN: an inf or NaN
+        # before a reset (from the input or the carried state; finite ones keep an LSTM or GRU finite) takes the
+        # packed call, which cuts the rows instead, however slow that is on CPU. A sum is finite exactly when no
+        # element is inf or NaN, unless it overflows (then finite values go the slow way), and is ~20x cheaper than
+        # ``isfinite().all()``.
+        finite = torch.isfinite(sum(t.sum() for t in (x, *kept)))
+        layout = "packed" if x.device.type == "cuda" or not finite else "reset_steps"
+    if layout == "packed":
         starts = resets.clone()
         starts[:, 0] = True
         return _run_packed(rnn, x, kept, starts)

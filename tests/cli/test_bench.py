@@ -30,6 +30,14 @@ def test_memory_bench_times_every_backbone(capsys, clock):
         assert all(value > 0 for value in numbers(row)[3:])  # after B, T, D: times and ratios
 
 
+def test_memory_bench_times_both_layouts_of_the_library_rnns(capsys):
+    memory.main(["--device", "cpu", "--size", "2", "8", "8", "--rounds", "2", "--layouts"])
+    rows = table_rows(capsys.readouterr().out)
+    assert [row.split("|")[4].strip() for row in rows] == ["nn.LSTM", "nn.GRU"]
+    for row in rows:
+        assert len(numbers(row)) == 7 and all(value > 0 for value in numbers(row)[3:])
+
+
 def test_kernels_bench_has_every_row_for_every_dtype(capsys):
     # D = 8: FFM's default sizes need a multiple of 2 * context_size (8)
     kernels.main(["--device", "cpu", "--batch", "2", "--dim", "8", "--lengths", "8", "--repeats", "2"])

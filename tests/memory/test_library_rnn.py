@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from recurl.memory.library_rnn import SATURATED, _run_packed, _run_with_reset_steps, run_with_resets
+from recurl.memory.library_rnn import SATURATED, run_with_resets
 
 SIZE = 6
 
@@ -77,10 +77,7 @@ def outputs_and_gradients(run, rnn, x, state, resets):
 
 
 def run_packed(rnn, x, state, resets):
-    kept = tuple(torch.where(resets[:, :1], 0.0, s) for s in state)
-    starts = resets.clone()
-    starts[:, 0] = True
-    return _run_packed(rnn, x, kept, starts)
+    return run_with_resets(rnn, x, state, resets, layout="packed")
 
 
 def assert_all_close(got, expected, tol):
@@ -139,6 +136,12 @@ def test_an_inf_or_nan_before_a_reset_never_reaches_after_it(kind, where):
         torch.testing.assert_close(y[0, 3:], expected_y[0, 3:])  # row 0 resets at 3 and 11
 
 
+def test_an_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="unknown layout 'padded'; expected one of auto, reset_steps, packed"):
+        resets = torch.ones(2, 3, dtype=torch.bool)
+        run_with_resets(make_rnn("gru"), torch.randn(2, 3, SIZE), make_state("gru", 2), resets, "padded")
+
+
 def test_only_one_layer_one_way_rnns_with_biases_are_accepted():
     x, resets = torch.randn(2, 3, SIZE), torch.zeros(2, 3, dtype=torch.bool)
     wrong = (nn.LSTM(SIZE, SIZE, num_layers=2), nn.LSTM(SIZE, SIZE, bias=False), nn.GRU(SIZE, SIZE, batch_first=True))
@@ -155,8 +158,7 @@ def test_cuda_runs_both_layouts_and_matches_cpu(kind):
     x = torch.randn(*resets.shape, SIZE, dtype=torch.float64)
     state = make_state(kind, resets.shape[0])
     expected_y, expected_final = run_each_segment(rnn, x, state, resets)
-    kept = tuple(torch.where(resets[:, :1], 0.0, s).cuda() for s in state)  # as run_with_resets passes it on
-    for run in (run_with_resets, _run_with_reset_steps):
-        y, final = run(rnn.cuda(), x.cuda(), kept, resets.cuda())
+    rnn, x, state, resets = rnn.cuda(), x.cuda(), tuple(s.cuda() for s in state), resets.cuda()
+    for layout in ("auto", "reset_steps"):
+        y, final = run_with_resets(rnn, x, state, resets, layout)
         assert_all_close([y.cpu(), *(s.cpu() for s in final)], [expected_y, *expected_final], 1e-10)
-        rnn.cpu()
