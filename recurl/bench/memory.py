@@ -27,14 +27,22 @@ from recurl.memory.library_rnn import run_with_resets
 RESET_PROBABILITY = 1 / 64
 
 
+def _reference_and_inputs(
+    batch: int, length: int, dim: int, device: torch.device
+) -> tuple[torch.nn.LSTM, torch.Tensor, torch.Tensor]:
+    """The reference ``nn.LSTM`` (batch-first), an input [B, T, D] that takes gradients, and resets [B, T] drawn
+    with ``RESET_PROBABILITY``."""
+    lstm = torch.nn.LSTM(dim, dim, batch_first=True).to(device)
+    x = torch.randn(batch, length, dim, device=device, requires_grad=True)
+    return lstm, x, torch.rand(batch, length, device=device) < RESET_PROBABILITY
+
+
 def time_layer(
     name: str, batch: int, length: int, dim: int, device: torch.device, rounds: int, clock=time.perf_counter
 ) -> dict[str, float]:
     """Median ms of the layer's parallel and stepwise forward+backward and of ``nn.LSTM``'s, timed in turns."""
     cell = MEMORIES[name](dim).to(device)
-    lstm = torch.nn.LSTM(dim, dim, batch_first=True).to(device)
-    x = torch.randn(batch, length, dim, device=device, requires_grad=True)
-    resets = torch.rand(batch, length, device=device) < RESET_PROBABILITY
+    lstm, x, resets = _reference_and_inputs(batch, length, dim, device)
     state = cell.initial_state(batch, device, x.dtype)
 
     def steps():
@@ -62,9 +70,7 @@ def time_layouts(
     """Median ms of one ``nn.LSTM`` or ``nn.GRU`` layer over the same input and resets in each of
     ``run_with_resets``' layouts, and of ``nn.LSTM`` without resets, forward+backward, timed in turns."""
     rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](dim, dim).to(device)
-    lstm = torch.nn.LSTM(dim, dim, batch_first=True).to(device)
-    x = torch.randn(batch, length, dim, device=device, requires_grad=True)
-    resets = torch.rand(batch, length, device=device) < RESET_PROBABILITY
+    lstm, x, resets = _reference_and_inputs(batch, length, dim, device)
     state = tuple(torch.zeros(batch, dim, device=device) for _ in range(2 if kind == "lstm" else 1))
     return interleaved_median_ms(
         {
