@@ -39,9 +39,10 @@ def sigmoid(x):
 
 @triton.jit
 def positive_activation(x):
-    """g(x) = x + 0.5 for x >= 0, sigmoid(x) otherwise; and its derivative."""
+    """g(x) = x + 0.5 for x >= 0, sigmoid(x) otherwise; and its derivative, sigmoid'(0) = 1/4 at exactly 0 as in the
+    torch form (``recurl.memory.cell.positive_activation``)."""
     s = sigmoid(x)
-    return tl.where(x >= 0, x + 0.5, s), tl.where(x >= 0, 1.0, s * (1.0 - s))
+    return tl.where(x >= 0, x + 0.5, s), tl.where(x > 0, 1.0, s * (1.0 - s))
 
 
 @triton.jit

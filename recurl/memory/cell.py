@@ -39,8 +39,9 @@ def reset_state(state: State, initial: State, reset: torch.Tensor) -> State:
 def positive_activation(x: torch.Tensor) -> torch.Tensor:
     """g(x) = x + 0.5 for x >= 0 and sigmoid(x) otherwise: continuous, positive, linear for large x (minGRU paper).
 
-    Written without a branch, as relu(x) + sigmoid(-relu(-x)): the same values, and forward+backward ~2.5x faster on
-    CPU than ``torch.where(x >= 0, ...)``, whose condition is a coin flip per element (a mispredicted branch each);
-    ``relu``'s backward is branch-free too, unlike ``clamp``'s.
+    Written without a branch, as relu(x) + sigmoid(x - relu(x)) (x - relu(x) = min(x, 0)): the same values, and
+    forward+backward ~3x faster on CPU than ``torch.where(x >= 0, ...)``, whose condition is a coin flip per element
+    (a mispredicted branch each); ``relu``'s backward is branch-free too, unlike ``clamp``'s. At exactly 0 its
+    gradient is sigmoid'(0) = 1/4 (relu's is 0 there), as the Triton cells' is.
     """
-    return torch.relu(x) + torch.sigmoid(-torch.relu(-x))
+    return torch.relu(x) + torch.sigmoid(x - torch.relu(x))

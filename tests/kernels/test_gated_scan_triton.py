@@ -126,6 +126,21 @@ def test_minlstm_with_both_pre_activations_far_below_zero_is_finite():
 
 
 @pytest.mark.parametrize("name", CELLS)
+def test_pre_activations_at_exactly_zero_take_the_same_gradient(name):
+    """g's two pieces meet at 0 with different slopes (1 and sigmoid'(0) = 1/4); the kernel and the torch path must
+    pick the same one there, as zero-initialised weights give exactly 0."""
+    cell = _cell(name, 4, torch.float32)
+    z, resets, h0, weight = _inputs(cell, 2, 9)
+    z[:, ::2] = 0.0
+    fused = _value_and_grads(cell.fused_scan, z, resets, h0, weight, torch.float32, DEVICE)
+    expected = _value_and_grads(
+        lambda z, r, h0: _unfused(_cell(name, 4).cpu(), z, r, h0), z, resets, h0, weight, torch.float64, "cpu"
+    )
+    for got, want in zip(fused, expected, strict=True):
+        torch.testing.assert_close(got.cpu().double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CELLS)
 def test_layer_uses_the_fused_kernel_and_matches_its_step_loop(name, monkeypatch):
     cell = _cell(name, 5)
     calls = []
