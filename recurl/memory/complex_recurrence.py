@@ -27,17 +27,24 @@ def polar(log_magnitude: torch.Tensor, angle: torch.Tensor) -> Parts:
 
 
 def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What a recurrence of real ``dtype`` scans in: complex128 for float64, else complex64 (torch has no complex
+    bfloat16, and few complex32 ops)."""
     return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
 def scan_with_resets(
-    decay: Parts, inputs: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor, backend: str
+    decay: Parts, inputs: Parts | torch.Tensor, resets: torch.Tensor, h0: torch.Tensor, backend: str
 ) -> torch.Tensor:
-    """All states h [B, T, D] (complex) of h_t = decay * h_{t-1} + inputs_t from ``h0`` [B, D, 2] (pairs); ``decay``
-    [D] as parts, ``inputs`` [B, T, D] complex, ``resets`` [B, T] bool (h_{t-1} is replaced by zeros where true)."""
-    gate = torch.complex(*decay)
+    """All states [B, T, D, 2] (pairs, in ``h0``'s dtype) of h_t = decay * h_{t-1} + inputs_t from ``h0`` [B, D, 2];
+    ``decay`` [D] as parts, ``inputs`` [B, T, D] as parts or complex, ``resets`` [B, T] bool (h_{t-1} is replaced by
+    zeros where true)."""
+    real = complex_dtype(h0.dtype).to_real()
+    gate = torch.complex(*(part.to(real) for part in decay))
     gates = torch.where(resets[..., None], torch.zeros((), dtype=gate.dtype, device=gate.device), gate)
-    return linear_scan(gates, inputs, torch.view_as_complex(h0.contiguous()), backend=backend)
+    if isinstance(inputs, tuple):
+        inputs = torch.complex(*(part.to(real) for part in inputs))
+    h = linear_scan(gates, inputs, torch.view_as_complex(h0.to(real).contiguous()), backend=backend)
+    return torch.view_as_real(h).to(h0.dtype)
 
 
 def step(decay: Parts, inputs: Parts | torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:

@@ -91,9 +91,7 @@ class FFM(nn.Module):
     def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
         u, skip, out_gate = self._gated_input(x)
         inputs = self._to_contexts(u.to(complex_dtype(u.dtype)))
-        aggregate = torch.view_as_real(
-            scan_with_resets(self._gamma(), inputs, resets, state[0].flatten(1, 2), self.scan_backend)
-        )
+        aggregate = scan_with_resets(self._gamma(), inputs, resets, state[0].flatten(1, 2), self.scan_backend)
         return self._output(aggregate, skip, out_gate), (aggregate[:, -1].unflatten(1, self._state_shape),)
 
     def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:

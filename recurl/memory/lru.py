@@ -110,8 +110,7 @@ class LRU(nn.Module):
         return value * gate.sigmoid()
 
     def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
-        inputs = torch.view_as_complex(self._input(x))
-        h = torch.view_as_real(scan_with_resets(self._lambda(), inputs, resets, state[0], self.scan_backend))
+        h = scan_with_resets(self._lambda(), self._input(x).unbind(-1), resets, state[0], self.scan_backend)
         return self._output(h, x), (h[:, -1],)
 
     def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:

@@ -209,6 +209,23 @@ def test_long_sequences_stay_finite(name):
     assert all(torch.isfinite(p.grad).all() for p in mem.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("name", BACKBONES)
+def test_half_types_keep_their_dtype_and_follow_float32(name, dtype):
+    """A layer cast to a half type runs both forms in it (complex recurrences scan in float32 inside) and stays near
+    the float32 layer it was cast from."""
+    mem = build(name, torch.float32)
+    x, resets = torch.randn(3, 11, INPUT), random_resets(3, 11, p=0.3)
+    want, _ = mem(x, mem.initial_state(3), resets)
+    half = build(name, torch.float32).to(dtype)
+    half.load_state_dict(mem.state_dict())
+    y, state = half(x.to(dtype), half.initial_state(3), resets)
+    y_steps, state_steps = run_steps(half, x.to(dtype), half.initial_state(3), resets)
+    assert y.dtype == y_steps.dtype == dtype and all(s.dtype == dtype for s in (*state, *state_steps))
+    for got in (y, y_steps):
+        torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
+
+
 @pytest.mark.parametrize("name", BACKBONES)
 def test_shapes_and_output_size(name):
     mem = make_memory(name, INPUT, 16, num_layers=3)
