@@ -62,8 +62,8 @@ class Memory(nn.Module):
         else:
             what, dims = "step", "[B, {}] and bool reset [B]"
         expected = f"memory.{what}: expected x {dims.format(self.input_size)}"
-        if x.dim() != 2 + time or x.shape[-1] != self.input_size:
-            raise ValueError(f"{expected}; got x {tuple(x.shape)}")
+        if x.dim() != 2 + time or x.shape[-1] != self.input_size or 0 in x.shape[:-1]:
+            raise ValueError(f"{expected} with B, T >= 1; got x {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"{expected} of a floating dtype; got x {x.dtype}")
         batch_shape = x.shape[:-1]

@@ -248,5 +248,9 @@ def test_make_memory_refuses_bad_requests():
     with pytest.raises(ValueError, match="multiple of num_heads"):
         make_memory("aaren", 3, 10, num_heads=4)
     mem = make_memory("mingru", 3, 8)
+    with pytest.raises(ValueError, match=r"with B, T >= 1; got x \(2, 0, 3\)"):
+        mem(torch.randn(2, 0, 3))
+    with pytest.raises(ValueError, match=r"with B, T >= 1; got x \(0, 3\)"):
+        mem.step(torch.randn(0, 3))
     with pytest.raises(ValueError, match="bool resets"):
         mem(torch.randn(2, 4, 3), mem.initial_state(2), torch.zeros(2, 4))
