@@ -88,11 +88,11 @@ def gates(z_ptr, offs, D, mask, ACC: tl.constexpr, CELL: tl.constexpr):
     candidate, _ = _candidate(z_ptr, offs, D, mask, ACC, CELL)
     if CELL == MINGRU:
         a = gate(z_ptr, offs, D, mask, ACC, CELL)
-        keep = 1.0 - a
+        candidate_share = 1.0 - a
     else:
         r, _, _ = _log_ratio(z_ptr, offs, D, mask, ACC)
-        a, keep = sigmoid(r), sigmoid(-r)
-    return a, keep * candidate
+        a, candidate_share = sigmoid(r), sigmoid(-r)
+    return a, candidate_share * candidate
 
 
 @triton.jit
@@ -105,8 +105,8 @@ def gate_grads(z_ptr, dz_ptr, offs, D, mask, ACC: tl.constexpr, CELL: tl.constex
         tl.store(dz_ptr + offs + D, (grad_b * (1.0 - a) * slope).to(out), mask=mask)
     else:
         r, x_f, x_i = _log_ratio(z_ptr, offs, D, mask, ACC)
-        a, keep = sigmoid(r), sigmoid(-r)
-        through_r = (grad_a - grad_b * candidate) * a * keep
+        a, candidate_share = sigmoid(r), sigmoid(-r)
+        through_r = (grad_a - grad_b * candidate) * a * candidate_share
         tl.store(dz_ptr + offs, (through_r * sigmoid(-x_f)).to(out), mask=mask)
         tl.store(dz_ptr + offs + D, (-through_r * sigmoid(-x_i)).to(out), mask=mask)
-        tl.store(dz_ptr + offs + 2 * D, (grad_b * keep * slope).to(out), mask=mask)
+        tl.store(dz_ptr + offs + 2 * D, (grad_b * candidate_share * slope).to(out), mask=mask)

@@ -73,8 +73,8 @@ class _GRUSequence(torch.autograd.Function):
         # The gradient of each step's recurrent matmul output is dh * factor (per gate r, z, n); the candidate's
         # pre-activation gets dh * dn_pre. With s(1 - s) the sigmoids' slopes:
         #   factor_r = dn_pre * (W_hn h + b_hn) * r(1 - r),  factor_z = (h - n) * z(1 - z),  factor_n = dn_pre * r
-        keep = 1 - update
-        dn_pre = torch.addcmul(keep, keep, candidate * candidate, value=-1)  # (1 - z)(1 - n^2)
+        candidate_share = 1 - update
+        dn_pre = torch.addcmul(candidate_share, candidate_share, candidate * candidate, value=-1)  # (1 - z)(1 - n^2)
         rz = gates[..., : 2 * size]
         factor = gates.new_empty(batch, length, 3, size)
         d_reset, d_update, d_hidden_n = factor.unbind(2)

@@ -5,8 +5,9 @@
     h_t  = (1 - z_t) * h_{t-1} + z_t * h~_t
 
 The gate does not depend on h_{t-1}, so over a trajectory this is the linear recurrence h_t = a_t h_{t-1} + b_t with
-a_t = 1 - z_t and b_t = z_t h~_t. The decay a_t is computed as sigmoid(-W_z x_t), so a saturated gate keeps a tiny
-but nonzero a_t (a zero would read as an episode reset); z_t is then 1 - a_t.
+a_t = 1 - z_t and b_t = z_t h~_t. The decay a_t is computed as sigmoid(-W_z x_t) rather than as 1 - z_t, which keeps
+it accurate where z_t is near 1 (1 - z_t rounds to 0 in fp32 from W_z x_t of about 17 on, sigmoid(-W_z x_t) only
+from about 88 on); z_t is then 1 - a_t.
 """
 
 from __future__ import annotations

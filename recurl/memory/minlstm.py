@@ -27,10 +27,10 @@ class MinLSTM(LinearRecurrentCell):
         super().__init__(size, projections=3, scan_backend=scan_backend)
 
     def gates(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        forget, keep, candidate = z.chunk(3, dim=-1)
+        forget, input_gate, candidate = z.chunk(3, dim=-1)
         # log(f / i) = logsigmoid(x_f) - logsigmoid(x_i), as softplus(-x) = -logsigmoid(x) (which is 5-10% slower for
         # the layer on CPU). Above its threshold softplus(y) is y: at 40 that is exact to float64 rounding, at 20 not.
-        log_ratio = F.softplus(-keep, threshold=40) - F.softplus(-forget, threshold=40)
+        log_ratio = F.softplus(-input_gate, threshold=40) - F.softplus(-forget, threshold=40)
         return torch.sigmoid(log_ratio), torch.sigmoid(-log_ratio) * positive_activation(candidate)
 
     def fused_scan(self, z: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
