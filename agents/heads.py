@@ -12,6 +12,7 @@ from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from recurl.agents.action_spaces import discrete_components
 from recurl.agents.errors import UnsupportedActionSpaceError
 
 
@@ -69,8 +70,8 @@ class DiscreteHead(nn.Module):
 class MultiDiscreteHead(nn.Module):
     def __init__(self, space: spaces.MultiDiscrete, in_size: int):
         super().__init__()
-        self.shape, self.start = space.nvec.shape, np.asarray(space.start).reshape(-1)
-        self.sizes = [int(n) for n in space.nvec.reshape(-1)]
+        sizes, self.start = discrete_components(space)
+        self.shape, self.sizes = space.shape, sizes.tolist()
         self.logits = nn.Linear(in_size, sum(self.sizes))
 
     def forward(self, features: torch.Tensor) -> Distribution:

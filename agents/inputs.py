@@ -25,6 +25,7 @@ from gymnasium import spaces
 from tensordict import TensorDict
 from torch import nn
 
+from recurl.agents.action_spaces import discrete_components
 from recurl.agents.errors import UnsupportedActionSpaceError
 
 
@@ -33,11 +34,9 @@ class PreviousActionEncoding(nn.Module):
 
     def __init__(self, space: spaces.Space):
         super().__init__()
-        if isinstance(space, spaces.Discrete):
-            self.kind, sizes, start, self.shape = "one_hot", [int(space.n)], [int(space.start)], ()
-        elif isinstance(space, spaces.MultiDiscrete):
+        if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
             self.kind, self.shape = "one_hot", space.shape
-            sizes, start = [int(n) for n in space.nvec.reshape(-1)], np.asarray(space.start).reshape(-1).tolist()
+            sizes, start = (part.tolist() for part in discrete_components(space))
         elif isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating):
             self.kind, self.shape, sizes, start = "vector", space.shape, [int(np.prod(space.shape))], [0]
         else:
@@ -70,16 +69,9 @@ class AgentInputs(nn.Module):
         self, observation_size: int, action_space: spaces.Space, previous_action: bool, previous_reward: bool
     ):
         super().__init__()
-        self.observation_size = observation_size
         self.previous_action = PreviousActionEncoding(action_space) if previous_action else None
         self.previous_reward = previous_reward
         self.size = observation_size + (self.previous_action.size if previous_action else 0) + int(previous_reward)
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        """The fields a step must hold."""
-        previous = ("prev_action",) * bool(self.previous_action) + ("prev_reward",) * self.previous_reward
-        return ("obs", "reset") + previous
 
     def first_step(self, obs: torch.Tensor) -> TensorDict:
         """The fields of ``obs`` [B, obs_size] as the first observations of fresh episodes."""

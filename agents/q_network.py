@@ -14,6 +14,7 @@ from gymnasium import spaces
 from tensordict import TensorDict
 from torch import nn
 
+from recurl.agents.action_spaces import discrete_components
 from recurl.agents.errors import UnsupportedActionSpaceError
 from recurl.agents.inputs import AgentInputs
 from recurl.memory import Memory
@@ -27,11 +28,9 @@ class FlatActions:
     """A Discrete or MultiDiscrete space as indices ``0 .. n-1`` (a MultiDiscrete's joint actions in C order)."""
 
     def __init__(self, space: spaces.Space):
-        if isinstance(space, spaces.Discrete):
-            self.nvec, self.shape, self.start = (int(space.n),), None, np.array([int(space.start)])
-        elif isinstance(space, spaces.MultiDiscrete):
-            self.nvec, self.shape = tuple(int(n) for n in space.nvec.reshape(-1)), space.nvec.shape
-            self.start = np.asarray(space.start).reshape(-1)
+        if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
+            sizes, self.start = discrete_components(space)
+            self.nvec, self.shape = tuple(sizes.tolist()), space.shape
         else:
             raise UnsupportedActionSpaceError(
                 f"action space {space} is not supported: DQN acts in Discrete and MultiDiscrete spaces; "
@@ -45,10 +44,7 @@ class FlatActions:
 
     def to_env(self, index: torch.Tensor) -> np.ndarray:
         """Indices [B] -> the actions ``VectorEnv.step`` expects ([B] or [B, *nvec.shape])."""
-        index = index.cpu().numpy()
-        if self.shape is None:
-            return index + self.start[0]
-        parts = np.stack(np.unravel_index(index, self.nvec), axis=-1) + self.start
+        parts = np.stack(np.unravel_index(index.cpu().numpy(), self.nvec), axis=-1) + self.start
         return parts.reshape(-1, *self.shape)
 
 

@@ -29,6 +29,7 @@ from gymnasium import spaces
 from tensordict import TensorDict
 from torch import nn
 
+from recurl.agents.action_spaces import discrete_components
 from recurl.agents.q_network import RecurrentQNetwork
 from recurl.envs.encoding import _is_minigrid
 from recurl.policy import Policy
@@ -146,9 +147,7 @@ class EnvAction(nn.Module):
             self.register_buffer("low", torch.as_tensor(space.low.reshape(-1)), persistent=False)
             self.register_buffer("high", torch.as_tensor(space.high.reshape(-1)), persistent=False)
             return
-        discrete = isinstance(space, spaces.Discrete)
-        nvec = np.array([space.n]) if discrete else space.nvec.reshape(-1)
-        start = np.array([space.start]) if discrete else np.asarray(space.start).reshape(-1)
+        nvec, start = discrete_components(space)
         strides = np.cumprod(np.concatenate([nvec[1:], [1]])[::-1])[::-1].copy()
         self.register_buffer("nvec", torch.as_tensor(nvec, dtype=torch.long), persistent=False)
         self.register_buffer("start", torch.as_tensor(start, dtype=torch.long), persistent=False)
