@@ -55,6 +55,7 @@ from torch import nn
 
 from recurl.agents.actor import Transition, state_from_tensordict, state_to_tensordict
 from recurl.agents.base import RecurrentAgent
+from recurl.agents.config_types import check_field_types
 from recurl.agents.errors import check_finite_loss
 from recurl.agents.inputs import AgentInputs
 from recurl.agents.q_network import RecurrentQNetwork
@@ -80,7 +81,7 @@ class DQNConfig:
     gamma: float = 0.99
     target_update_every: int = 100  # gradient steps between target-network updates
     target_tau: float = 1.0  # 1: copy the online network; less: Polyak averaging
-    max_grad_norm: float = 10.0
+    max_grad_norm: float | None = 10.0  # None: no clipping
     epsilon_start: float = 1.0
     epsilon_end: float = 0.01  # also the ε of sampled (not greedy) actions in evaluation and videos
     epsilon_decay_fraction: float = 0.1  # of total_steps
@@ -93,6 +94,7 @@ class DQNConfig:
     previous_reward: bool = False  # feed the previous reward back as an input (R2D2 does)
 
     def __post_init__(self):
+        check_field_types(self)
         for name in (
             "buffer_capacity", "batch_size", "sequence_length", "n_step", "train_every", "gradient_steps",
             "target_update_every",
@@ -101,7 +103,7 @@ class DQNConfig:
                 raise ValueError(f"agent.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("learning_starts", "burn_in", "learning_rate", "max_grad_norm", "priority_exponent",
                      "importance_exponent"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"agent.{name} must be non-negative, got {getattr(self, name)}")
         for name in ("gamma", "epsilon_start", "epsilon_end", "epsilon_decay_fraction", "priority_eta"):
             if not 0 <= getattr(self, name) <= 1:
@@ -269,7 +271,8 @@ class DQN(RecurrentAgent):
             check_finite_loss("DQN", self.global_step, loss, q_mean=torch.tensor(stats["q_mean"]))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm, foreach=True)
+            max_norm = math.inf if cfg.max_grad_norm is None else cfg.max_grad_norm  # inf: measured, not clipped
+            grad_norm = nn.utils.clip_grad_norm_(self.q_net.parameters(), max_norm, foreach=True)
             stats["grad_norm"] = grad_norm.item()
             self.optimizer.step()
             self.replay.update_priorities(batch["env"], batch["start"], priority)

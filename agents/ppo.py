@@ -28,6 +28,7 @@ from torch import nn
 from recurl.agents.actor import state_from_tensordict, state_to_tensordict
 from recurl.agents.actor_critic import RecurrentActorCritic
 from recurl.agents.base import RecurrentAgent
+from recurl.agents.config_types import check_field_types
 from recurl.agents.errors import check_finite_loss
 from recurl.agents.gae import generalized_advantages
 from recurl.agents.inputs import AgentInputs
@@ -53,6 +54,7 @@ class PPOConfig:
     previous_reward: bool = False  # feed the previous reward back as an input
 
     def __post_init__(self):
+        check_field_types(self)
         for name in ("rollout_steps", "epochs", "minibatches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"agent.{name} must be at least 1, got {getattr(self, name)}")
@@ -76,6 +78,14 @@ class PPO(RecurrentAgent):
             raise ValueError(
                 f"agent.minibatches ({config.minibatches}) cannot exceed env.num_envs ({envs.num_envs}): "
                 "a minibatch is a set of whole env trajectories"
+            )
+        smallest_minibatch = envs.num_envs // config.minibatches * config.rollout_steps
+        if config.normalize_advantages and smallest_minibatch < 2:
+            raise ValueError(
+                f"agent.rollout_steps={config.rollout_steps} with env.num_envs={envs.num_envs} and "
+                f"agent.minibatches={config.minibatches} leaves a minibatch of a single step, whose advantages "
+                "cannot be normalised: raise agent.rollout_steps, lower agent.minibatches or set "
+                "agent.normalize_advantages=false"
             )
         super().__init__(config, envs, memory, device=device, seed=seed)
         self.iterations = max(1, math.ceil(total_steps / (envs.num_envs * config.rollout_steps)))

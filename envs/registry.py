@@ -20,6 +20,8 @@ SUITES = ("popgym", "minigrid", "gym")
 _PACKAGES = {"popgym": "popgym", "minigrid": "minigrid"}
 # Id prefixes, only to tell a user who passed an id to the wrong suite which one it belongs to.
 _PREFIXES = {"popgym": ("popgym-",), "minigrid": ("MiniGrid-", "BabyAI-")}
+# Registered but unable to run: minigrid's wheel lacks the pattern images its WFC envs read when they reset.
+_BROKEN_MODULES = {"minigrid.envs.wfc": "minigrid's wheel lacks the pattern images of its WFC envs"}
 _WHERE_IDS_COME_FROM = {
     "popgym": "see popgym.envs.ALL",
     "minigrid": "MiniGrid-* and BabyAI-* ids registered by `import minigrid`",
@@ -53,6 +55,9 @@ def resolve_env_id(suite: str, env_id: str) -> str:
         return _resolve_gym(env_id)
     ids = sorted(spec.id for spec in gym.registry.values() if _entry_package(spec) == _PACKAGES[suite])
     if env_id in ids:
+        broken = _BROKEN_MODULES.get(_entry_module(gym.registry[env_id]))
+        if broken:
+            raise ValueError(f"env id {env_id!r} cannot run: {broken}; choose another {suite} id")
         return env_id
     if suite == "popgym" and f"popgym-{env_id}-v0" in ids:
         return f"popgym-{env_id}-v0"
@@ -80,10 +85,13 @@ def _resolve_gym(env_id: str) -> str:
     return env_id
 
 
-def _entry_package(spec: EnvSpec) -> str:
+def _entry_module(spec: EnvSpec) -> str:
     entry = spec.entry_point
-    module = entry.split(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
-    return module.split(".")[0]
+    return entry.split(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
+
+
+def _entry_package(spec: EnvSpec) -> str:
+    return _entry_module(spec).split(".")[0]
 
 
 def _unknown_id_message(suite: str, env_id: str, candidates: list[str]) -> str:

@@ -13,11 +13,11 @@ any overrides given beside ``resume`` (the backbone, agent and env cannot change
 the checkpoint's step and grows from there; on CPU a resumed run reproduces the uninterrupted one row for row.
 
 A mistake in the command line or config (an unknown group option or key, an override Hydra cannot parse, a value
-out of range, a bad checkpoint) is one line naming it and exit code 2, and leaves no run folder behind
-(``recurl.cli_errors`` checks the command line before Hydra makes the folder; a value refused later removes what Hydra
-wrote). An env that raises, NaN/inf in observations or losses, Ctrl-C and SIGTERM stop the run with one line, after
-saying where the last checkpoint is. Every run ends with a summary line: the run folder, env steps, the final return
-and the wall time. Anything else is a bug and keeps its traceback.
+of the wrong type or out of range, a bad checkpoint) is one line naming it and exit code 2, and leaves no run folder
+behind (``recurl.cli_errors`` checks the command line before Hydra makes the folder; a value refused later removes
+what Hydra wrote). An env that raises, NaN/inf in observations or losses, Ctrl-C and SIGTERM stop the run with one
+line, after saying where the last checkpoint is. Every run ends with a summary line: the run folder, env steps, the
+final return and the wall time. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

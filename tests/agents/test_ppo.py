@@ -71,7 +71,8 @@ def test_previous_action_and_reward_are_the_last_steps_and_zero_at_an_episode_st
     torch.testing.assert_close(inputs[..., 2:4], expected_action)
     torch.testing.assert_close(inputs[..., 4], steps["prev_reward"] * ~fresh)
     assert (inputs[fresh][:, 2:] == 0).all() and (inputs[~fresh][:, 2:4].sum(-1) == 1).all()
-    assert fresh[:, 1:].any() and steps["action"][fresh].any()  # episodes did end with action 1, and were cut
+    # Episodes were cut, and some ended with action 1 (so reward 1): the zeros above were really zeroed.
+    assert fresh[:, 1:].any() and steps["prev_action"][fresh].any()
 
 
 @pytest.mark.parametrize("previous", [False, True], ids=["obs", "obs+previous"])

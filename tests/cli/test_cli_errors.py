@@ -1,6 +1,7 @@
 """The training CLI never fails silently: a mistake is one line on stderr, exit code 2, no traceback and no folder
 left behind; every run ends with a summary line, also written to train.log."""
 
+import math
 import re
 import subprocess
 import sys
@@ -17,10 +18,8 @@ from recurl.cli_errors import command_line_error
 from recurl.memory import MEMORIES as MEMORY_CLASSES
 from recurl.train import run
 
-TINY = [
-    "total_steps=64", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16", "env.num_envs=4",
-    "torch_threads=1",
-]
+SMALL = ["total_steps=64", "memory.hidden_size=16", "env.num_envs=4", "torch_threads=1"]  # any agent
+TINY = [*SMALL, "agent.rollout_steps=16", "agent.minibatches=2"]
 MEMORIES = ", ".join(sorted(MEMORY_CLASSES))  # the memory config group's options: one yaml per backbone
 
 
@@ -38,6 +37,7 @@ def cli(tmp_path, *args):
         (["+foo=1"], "+foo=1: recurl's config has no key 'foo'; its keys are agent, checkpoint_every, device,"),
         (["memory=gru9000"], f"memory=gru9000: memory has no option 'gru9000'; choose one of {MEMORIES}"),
         (["total_steps=-5"], "total_steps must be a positive integer, got -5"),  # found once Hydra made the folder
+        (["agent.epochs=1.5"], "agent.epochs must be an integer, got 1.5"),  # once crashed mid-training
         (["-m", "memory=mingru,gru9000"], "memory has no option 'gru9000'"),
     ],
 )
@@ -184,15 +184,43 @@ def test_an_early_stop_says_where_the_run_is(tmp_path, capsys):
         ("total_steps=-5", "total_steps must be a positive integer, got -5"),
         ("memory=lru memory.r_min=2", "lru: r_min must be in [0, 1), got 2"),
         ("memory=ffm memory.context_size=3", "ffm: 2 * context_size (6) must divide hidden_size 16"),
+        ("agent.learning_rate=abc", "agent.learning_rate must be a number, got 'abc'"),
+        ("agent.minibatches=abc", "agent.minibatches must be an integer, got 'abc'"),
+        ("agent.epochs=1.5", "agent.epochs must be an integer, got 1.5"),
+        ("agent.epochs=2.0", "agent.epochs must be an integer, got 2.0"),
+        ("agent.epochs=true", "agent.epochs must be an integer, got True"),
+        ("agent.normalize_advantages=no", "agent.normalize_advantages must be true or false, got 'no'"),
+        ("agent.max_grad_norm=abc", "agent.max_grad_norm must be a number or null, got 'abc'"),
+        ("agent=dqn agent.gamma=abc", "agent.gamma must be a number, got 'abc'"),
+        ("agent=dqn agent.value_rescaling=1", "agent.value_rescaling must be true or false, got 1"),
+        ("env.max_episode_steps=abc", "max_episode_steps must be a positive integer or null, got 'abc'"),
+        ("env=minigrid env.id=MiniGrid-WFC-MazeSimple-v0", "'MiniGrid-WFC-MazeSimple-v0' cannot run: minigrid's"),
+        (
+            "agent.rollout_steps=1 agent.minibatches=4",  # 4 envs: one step per minibatch, advantages' std is NaN
+            "agent.rollout_steps=1 with env.num_envs=4 and agent.minibatches=4 leaves a minibatch of a single step",
+        ),
     ],
 )
 def test_values_found_once_the_config_is_composed_are_named(override, message):
-    """What the command line cannot show (a backbone's option, a value out of range) is refused by ``prepare`` with a
-    ValueError, which ``hydra_main`` prints as one line and exit code 2 (the end-to-end test above)."""
+    """What the command line cannot show (a backbone's option, a value out of range or of the wrong type) is refused
+    by ``prepare`` with a ValueError, which ``hydra_main`` prints as one line and exit code 2 (the end-to-end test
+    above)."""
     from recurl.train import check_run_options, prepare
 
     overrides = override.split()
     with pytest.raises(ValueError, match=re.escape(message)):
-        cfg = compose_config(*TINY, *overrides)
+        cfg = compose_config(*SMALL, *overrides)
         check_run_options(cfg)
         prepare(cfg, overrides, Path("unused-run-folder"))
+
+
+@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+def test_max_grad_norm_null_trains_in_both_agents(agent):
+    """README: ``agent.max_grad_norm=null`` means no clipping; an integer is accepted where a number is expected."""
+    learn_at_once = ["agent.learning_starts=1", "agent.sequence_length=4", "agent.burn_in=0", "agent.n_step=1"]
+    options = learn_at_once if agent == "dqn" else ["agent.rollout_steps=8", "agent.minibatches=2"]
+    cfg = compose_config(*SMALL, f"agent={agent}", "agent.max_grad_norm=null", "agent.learning_rate=0", *options)
+    envs, trained = setup(cfg)
+    metrics, _ = trained.iterate()
+    envs.close()
+    assert all(math.isfinite(value) for value in metrics.values())
