@@ -78,7 +78,8 @@ def test_float32_matches_the_torch_path(name, shape, with_h0):
 @pytest.mark.parametrize("config", [dict(chunk=1, block_d=2), dict(chunk=8, block_d=4)])
 @pytest.mark.parametrize("name", CELLS)
 def test_tile_sizes_do_not_change_the_result(name, config):
-    _check(name, 2, 21, 7, torch.float32, 1e-5, **config)
+    """T = 9 and D = 5: nine one-row tiles or two with a partial last one; channel blocks with a tail in both."""
+    _check(name, 2, 9, 5, torch.float32, 1e-5, **config)
 
 
 @pytest.mark.parametrize("name", CELLS)
