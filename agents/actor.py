@@ -77,7 +77,7 @@ class Actor:
         device: torch.device,
         seed: int,
     ):
-        self.envs, self.inputs, self.to_env, self.dtype, self.device = envs, inputs, to_env, dtype, device
+        self.envs, self.to_env, self.dtype, self.device = envs, to_env, dtype, device
         obs, _ = envs.reset(seed=seed)
         self.next = inputs.first_step(self._tensor(obs))
         self.state = initial_state
