@@ -50,5 +50,9 @@ class RecurrentAgent:
     def load_state_dict(self, state: dict) -> None:
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # The config's rate, not the saved one: an override beside resume= applies. (PPO's annealing recomputes the
+        # rate from it before every update, so its schedule continues from this iteration with the new base rate.)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate
         self.iteration, self.global_step = state["iteration"], state["global_step"]
         self.actor.load_state_dict(state["actor"])
