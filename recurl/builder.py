@@ -107,13 +107,20 @@ def setup(cfg: DictConfig) -> tuple[VectorEnv, Agent]:
 
 
 def load_into(checkpoint: Path, envs: VectorEnv, agent: Agent) -> None:
-    """Restore agent, env episodes and RNG streams from ``checkpoint`` (refused in one line if it does not fit)."""
+    """Restore agent, env episodes and RNG streams from ``checkpoint`` (refused in one line if it does not fit).
+
+    A checkpoint without the envs' episodes (``async`` vectorization keeps none) leaves the envs in the fresh episodes
+    ``setup`` reset them to; the actor then keeps its state from ``setup`` too, those episodes' first observations
+    and the initial memory state, as a new run starts: the saved one belongs to episodes that are gone."""
     payload = load_checkpoint(checkpoint)
     try:
-        agent.load_state_dict(payload["agent"])
-        if payload.get("envs") is not None:
+        if payload.get("envs") is None:
+            agent.load_state_dict({**payload["agent"], "actor": agent.actor.state_dict()})
+        else:
+            agent.load_state_dict(payload["agent"])
             restore(envs, payload["envs"])
         torch.set_rng_state(payload["rng"]["torch"])
     except (KeyError, RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {checkpoint} does not fit this run: {first_line}") from None
+        # torch's state-dict errors put their summary on the first line and what does not fit on the next
+        reason = " ".join(line.strip() for line in str(error).strip().splitlines()[:2])
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit this run: {reason}") from None
