@@ -12,6 +12,11 @@ group, which knows what each backbone or agent accepts and refuses the rest in o
 too, once Hydra has made the run folder; ``recurl.train`` then removes what Hydra wrote. Commands that only ask Hydra
 for something (``--help``, ``--hydra-help``, ``--info``, shell completion) and those that point Hydra at other config
 folders (``--config-path``, ``--config-name``, ``--config-dir``) are not checked here.
+
+A resumed run keeps its agent, backbone and env, whatever the defaults are; ``with_saved_groups`` adds its choices of
+those groups to a ``resume=`` command line, so that the overrides beside it are composed (by Hydra) and checked (here)
+against that run's groups (``resume=RUN agent.epsilon_end=0.05`` for a DQN run), not the defaults'. ``recurl.train``
+passes the same command line to both.
 """
 
 from __future__ import annotations
@@ -29,11 +34,34 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from recurl.resume import FIXED, resolve_resume, saved_config
+
 CONF = Path(__file__).parent / "conf"
 CONFIG_NAME = "config"
 #: Groups whose own keys the code building them checks (backbone cell, agent dataclass, env keys, tracker options).
 SELF_CHECKED_GROUPS = ("agent", "memory", "env", "logger")
 OVERRIDE_SYNTAX = "write key=value (e.g. seed=3), +key=value to add a key, ~key to delete one"
+
+
+def with_saved_groups(argv: list[str]) -> list[str]:
+    """``argv`` with ``agent=``, ``memory=`` and ``env=`` of the run its ``resume=`` names appended where it chooses
+    none; ``argv`` itself without one (or with a sweep of them, or one naming no checkpoint: ``recurl.train``
+    refuses it later)."""
+    args, _ = get_args_parser().parse_known_args(argv)
+    try:
+        overrides = OverridesParser.create().parse_overrides(list(args.overrides))
+    except OverrideParseException:
+        return argv  # command_line_error names it
+    resumes = [o for o in overrides if o.key_or_group == "resume" and not o.is_delete()]
+    if not resumes or resumes[-1].is_sweep_override() or resumes[-1].value() is None:
+        return argv
+    try:
+        saved = saved_config(resolve_resume(str(resumes[-1].value()))[1])
+    except ValueError:
+        return argv
+    chosen = {o.key_or_group for o in overrides}
+    kept = [group for group in ("agent", "memory", "env") if group not in chosen]
+    return argv + [f"{group}={OmegaConf.select(saved, FIXED[group])}" for group in kept]
 
 
 def command_line_error(argv: list[str]) -> str | None:

@@ -36,11 +36,15 @@ def _run_dir_of(checkpoint: Path) -> Path:
 
 
 def run_dir_for(resume: str | None, default: str) -> str:
-    """Hydra's run folder: the resumed run's own, or ``default`` (also when ``resume`` names nothing, so that Hydra
-    does not create a folder at a mistyped path; the missing checkpoint is reported later)."""
-    if resume is None or not _checkpoint_of(Path(resume)).is_file():
+    """Hydra's run folder: the resumed run's own, or ``default`` (also when ``resume`` names no checkpoint of a run
+    folder, so that Hydra creates no folder at a mistyped path nor writes into another run's; ``resolve_resume``'s
+    refusal is reported later)."""
+    if resume is None:
         return default
-    return str(_run_dir_of(_checkpoint_of(Path(resume))))
+    try:
+        return str(resolve_resume(resume)[0])
+    except ValueError:
+        return default
 
 
 def holds_a_run(run_dir: Path) -> bool:
@@ -89,18 +93,29 @@ def output_subdir_for(resume: str | None, output_dir: str) -> str | None:
 
 
 def resolve_resume(resume: str) -> tuple[Path, Path]:
-    """``resume`` (a run folder or a checkpoint file) -> (run folder, checkpoint file)."""
+    """``resume`` (a run folder or a checkpoint file in its ``checkpoints/``) -> (run folder, checkpoint file). A file
+    kept elsewhere is refused: the run folder the resumed run writes to would be a guess, maybe another run's."""
     checkpoint = _checkpoint_of(Path(resume))
     if not checkpoint.is_file():
         raise ValueError(f"resume={resume}: no checkpoint at {checkpoint}")
+    if checkpoint.parent.name != "checkpoints":
+        raise ValueError(
+            f"resume={resume}: the checkpoint is not in a run folder's checkpoints/, so there is no run to continue; "
+            "give the run folder, or a checkpoint in RUN_DIR/checkpoints/"
+        )
     return _run_dir_of(checkpoint), checkpoint
+
+
+def saved_config(checkpoint: Path) -> DictConfig:
+    """The config the run that wrote ``checkpoint`` ran with."""
+    return OmegaConf.create(load_checkpoint(checkpoint)["config"])
 
 
 def resumed_config(checkpoint: Path, overrides: list[str], composed: DictConfig) -> DictConfig:
     """The checkpoint's config with the command line's overrides applied (``resume`` kept). ``composed`` is the config
     Hydra composed from the command line: a group chosen there (``logger=wandb``) is taken from it whole, since an
     override names the group's option, not its content."""
-    cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"])
+    cfg = saved_config(checkpoint)
     for override in overrides:
         key, _, value = override.lstrip("+").partition("=")
         if key in FIXED:

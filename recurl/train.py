@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from recurl.agents.errors import NonFiniteError
 from recurl.builder import load_into, positive_int, setup
 from recurl.checkpoint import save_checkpoint
-from recurl.cli_errors import command_line_error
+from recurl.cli_errors import command_line_error, with_saved_groups
 from recurl.envs import EnvStepError
 from recurl.envs.snapshot import snapshot
 from recurl.periodic_eval import PeriodicEvaluation, eval_every
@@ -220,11 +220,14 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``python -m recurl.train [overrides]``: a mistake on the command line is one line and exit code 2 before
-    Hydra makes any folder (``recurl.cli_errors``); then Hydra runs ``hydra_main``."""
-    problem = command_line_error(sys.argv[1:])
+    Hydra makes any folder (``recurl.cli_errors``); then Hydra runs ``hydra_main``. Beside ``resume=``, both see the
+    resumed run's agent, backbone and env groups (``with_saved_groups``)."""
+    argv = with_saved_groups(sys.argv[1:])
+    problem = command_line_error(argv)
     if problem:
         print(f"recurl.train: error: {problem}", file=sys.stderr)
         sys.exit(2)
+    sys.argv[1:] = argv
     hydra_main()
 
 

@@ -1,0 +1,102 @@
+"""Resuming: what a resumed run starts from, which overrides beside ``resume=`` apply, and where it writes."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_reliability import ONE_ENV, TINY, config
+
+from recurl.builder import setup
+from recurl.checkpoint import CheckpointError, load_checkpoint
+from recurl.cli_errors import command_line_error, with_saved_groups
+from recurl.train import prepare, run, train
+
+
+def resumed(*args):
+    """(cfg, run folder, envs, agent) of ``python -m recurl.train ARGS``, a resume, in this process."""
+    return prepare(config(*args), list(args), Path("unused"))
+
+
+def files(folder):
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_a_resume_without_env_snapshot_starts_the_agent_on_the_fresh_episodes(tmp_path):
+    """Async envs are not saved: they restart their episodes, and the agent must see those, not the saved ones."""
+    async_envs = ["env.vectorization=async", "total_steps=64"]
+    assert train(config(*async_envs), tmp_path) == 0
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["envs"] is None
+    _, _, envs, agent = resumed(f"resume={tmp_path}", *async_envs)
+    fresh_envs, fresh = setup(config(*async_envs))
+    try:
+        assert agent.actor.next["reset"].all()
+        assert (agent.actor.next == fresh.actor.next).all()
+        initial = agent.network.initial_state(4, agent.device)
+        assert all(torch.equal(a, b) for a, b in zip(agent.actor.state, initial, strict=True))
+    finally:
+        envs.close()
+        fresh_envs.close()
+
+
+@pytest.mark.parametrize("anneal", [False, True])
+def test_a_learning_rate_given_beside_resume_applies(anneal, tmp_path):
+    """Iterates of 64 env steps: resumed at iterate 2 of 4, an annealed rate is half the new base rate."""
+    assert train(config("total_steps=128", f"agent.anneal_lr={anneal}"), tmp_path) == 0
+    args = [f"resume={tmp_path}", "total_steps=256", "agent.learning_rate=0.01"]
+    _, _, envs, agent = resumed(*args, f"agent.anneal_lr={anneal}")
+    try:
+        metrics, _ = agent.iterate()
+    finally:
+        envs.close()
+    assert metrics["learning_rate"] == pytest.approx(0.005 if anneal else 0.01)
+
+
+def test_overrides_beside_resume_are_checked_against_the_resumed_runs_groups(tmp_path):
+    """Not against the defaults' (agent=ppo, memory=mingru): a DQN-only or FFM-only key is known, a typo is not."""
+    dqn, ffm = tmp_path / "dqn", tmp_path / "ffm"
+    assert train(config(*ONE_ENV["dqn"], "total_steps=32"), dqn) == 0
+    assert train(config("memory=ffm", "total_steps=64"), ffm) == 0
+    assert command_line_error(with_saved_groups([f"resume={ffm}", "memory.context_size=2"])) is None
+    typo = command_line_error(with_saved_groups([f"resume={dqn}", "agent.epsilon_ed=0.05"]))
+    assert typo.startswith("agent.epsilon_ed=0.05: agent=dqn has no key 'epsilon_ed'; its keys are batch_size,")
+    args = with_saved_groups([f"resume={dqn}", "agent.epsilon_end=0.05", "total_steps=64"])
+    assert command_line_error(args) is None
+    cfg, run_dir, envs, agent = resumed(*args)  # the groups added are the run's own: the resume accepts them
+    assert cfg.agent.epsilon_end == 0.05 and run(cfg, run_dir, envs, agent) == 0
+
+
+def test_a_dqn_only_key_beside_resume_from_the_command_line(tmp_path):
+    run_dir = tmp_path / "dqn"
+    assert train(config(*ONE_ENV["dqn"], "total_steps=32"), run_dir) == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "recurl.train", f"resume={run_dir}", "agent.epsilon_end=0.05", "total_steps=64"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_checkpoint_outside_a_run_folders_checkpoints_is_refused_and_nothing_is_written(tmp_path):
+    """The run folder would be a guess: here the file's grandparent, which holds another run."""
+    parent = tmp_path / "parent"
+    assert train(config("total_steps=64"), parent) == 0
+    (parent / "exp").mkdir()
+    (parent / "exp" / "best.pt").write_bytes((parent / "checkpoints" / "final.pt").read_bytes())
+    before = files(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "recurl.train", *TINY, "resume=parent/exp/best.pt", "total_steps=128"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "recurl.train: error: resume=parent/exp/best.pt: the checkpoint is not in a run folder's checkpoints/, so "
+        "there is no run to continue; give the run folder, or a checkpoint in RUN_DIR/checkpoints/"
+    )
+    assert files(tmp_path) == before
+
+
+def test_an_override_that_changes_a_weights_shape_is_refused_naming_the_weight(tmp_path):
+    assert train(config("memory=ffm", "total_steps=64"), tmp_path) == 0
+    with pytest.raises(CheckpointError, match=r"does not fit this run: Error\(s\) .* size mismatch for memory\."):
+        resumed(f"resume={tmp_path}", "memory=ffm", "memory.context_size=2")
