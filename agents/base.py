@@ -47,7 +47,10 @@ class RecurrentAgent:
             "actor": self.actor.state_dict(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, envs_restarted: bool = False) -> None:
+        """``envs_restarted``: the envs were reset rather than restored (a checkpoint without their episodes, as
+        ``async`` vectorization keeps none); the actor then keeps the fresh episodes' first step and initial memory it
+        has, since the saved ones belong to episodes that are gone."""
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         # The config's rate, not the saved one: an override beside resume= applies. (PPO's annealing recomputes the
@@ -55,4 +58,5 @@ class RecurrentAgent:
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.learning_rate
         self.iteration, self.global_step = state["iteration"], state["global_step"]
-        self.actor.load_state_dict(state["actor"])
+        if not envs_restarted:
+            self.actor.load_state_dict(state["actor"])

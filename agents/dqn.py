@@ -175,19 +175,25 @@ class DQN(RecurrentAgent):
         record = transition.seen.clone().update(
             action=transition.action, reward=transition.reward, done=transition.done
         )
-        rows = transition.bootstrap_rows
         if self.config.truncation_bootstrap == "learn":
-            record["bootstrap"] = torch.zeros_like(record["done"]).index_fill_(0, rows, True)
+            record["bootstrap"] = torch.zeros_like(record["done"])
             record["final"] = torch.zeros_like(transition.seen.exclude("reset"))
-            if len(rows):
-                record["final"][rows] = transition.final.exclude("reset")
         else:
-            final_value = torch.zeros_like(transition.reward)
-            if len(rows):
-                final_q, _ = self.q_net.step(transition.final, transition.final_state)
-                final_value[rows] = self._unrescale(final_q.max(-1).values)
-            record["final_value"] = final_value
+            record["final_value"] = torch.zeros_like(transition.reward)
+        if len(transition.bootstrap_rows):
+            self._truncate(record, transition.bootstrap_rows, transition.final, transition.final_state)
         return record
+
+    def _truncate(self, record: TensorDict, rows: torch.Tensor, final: TensorDict, final_state: State) -> None:
+        """Mark the steps ``rows`` of ``record`` [num_envs] as the ends of truncated episodes, whose targets bootstrap
+        from ``final`` [len(rows)] (the next observations, as steps that start no episode) with ``final_state``."""
+        record["done"][rows] = True
+        if self.config.truncation_bootstrap == "learn":
+            record["bootstrap"][rows] = True
+            record["final"][rows] = final.exclude("reset")
+        else:
+            final_q, _ = self.q_net.step(final, final_state)
+            record["final_value"][rows] = self._unrescale(final_q.max(-1).values)
 
     @torch.no_grad()
     def collect(self) -> list[tuple[float, int]]:
@@ -308,9 +314,28 @@ class DQN(RecurrentAgent):
             "replay": self.replay.state_dict(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+    def load_state_dict(self, state: dict, envs_restarted: bool = False) -> None:
+        super().load_state_dict(state, envs_restarted)
         self.target_net.load_state_dict(state["target_net"])
         self.updates = state["updates"]
         self.generator.set_state(state["generator"])
         self.replay.load_state_dict(state["replay"])
+        if envs_restarted:
+            self._truncate_at_the_cut(state["actor"])
+
+    @torch.no_grad()
+    def _truncate_at_the_cut(self, saved_actor: dict) -> None:
+        """The envs restarted their episodes: each env's last step in the replay, unless its episode ended there,
+        becomes the end of a truncated episode that bootstraps from the observation the saved actor was about to act
+        on, so that no n-step target runs on into the next, unrelated episode."""
+        if not self.replay.written:
+            return
+        num_envs = self.actor.next.batch_size[0]
+        slot = (self.replay.written - 1) % self.replay.slots
+        last = self.replay.steps[:, slot].clone()
+        rows = (~last["done"]).nonzero().squeeze(1)
+        if len(rows):
+            final = TensorDict(saved_actor["next"], batch_size=[num_envs]).to(self.device)[rows]
+            saved_state = TensorDict(saved_actor["memory_state"], batch_size=[num_envs]).to(self.device)
+            self._truncate(last, rows, final, tuple(s[rows] for s in state_from_tensordict(saved_state)))
+            self.replay.steps[:, slot] = last

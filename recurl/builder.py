@@ -110,14 +110,12 @@ def load_into(checkpoint: Path, envs: VectorEnv, agent: Agent) -> None:
     """Restore agent, env episodes and RNG streams from ``checkpoint`` (refused in one line if it does not fit).
 
     A checkpoint without the envs' episodes (``async`` vectorization keeps none) leaves the envs in the fresh episodes
-    ``setup`` reset them to; the actor then keeps its state from ``setup`` too, those episodes' first observations
-    and the initial memory state, as a new run starts: the saved one belongs to episodes that are gone."""
+    ``setup`` reset them to, and the agent acting on those (``RecurrentAgent.load_state_dict``'s ``envs_restarted``).
+    """
     payload = load_checkpoint(checkpoint)
     try:
-        if payload.get("envs") is None:
-            agent.load_state_dict({**payload["agent"], "actor": agent.actor.state_dict()})
-        else:
-            agent.load_state_dict(payload["agent"])
+        agent.load_state_dict(payload["agent"], envs_restarted=payload.get("envs") is None)
+        if payload.get("envs") is not None:
             restore(envs, payload["envs"])
         torch.set_rng_state(payload["rng"]["torch"])
     except (KeyError, RuntimeError, ValueError) as error:

@@ -299,6 +299,34 @@ def test_state_dict_restores_networks_optimizer_and_counters():
     assert fresh.optimizer.state_dict()["state"][0]["step"] == 4
 
 
+@pytest.mark.parametrize("bootstrap", ["learn", "collect"])
+def test_envs_restarted_on_resume_end_the_replayed_episodes_at_the_cut(bootstrap):
+    """Each env's last replayed step whose episode went on becomes a truncation that bootstraps from the observation
+    the saved actor held (its Q value from the saved state, with ``collect``); steps that ended an episode stay."""
+    trained = counter_agent(truncation_bootstrap=bootstrap, train_every=81, num_envs=4)
+    trained.collect()
+    saved = trained.state_dict()
+    slot = (trained.replay.written - 1) % trained.replay.slots
+    went_on = ~trained.replay.steps[:, slot]["done"]
+    assert went_on.any() and not went_on.all()  # both kinds of env at the cut
+    fresh = counter_agent(truncation_bootstrap=bootstrap, train_every=81, num_envs=4)
+    fresh.load_state_dict(saved, envs_restarted=True)
+    last, before = fresh.replay.steps[:, slot], trained.replay.steps[:, slot]
+    assert last["done"].all()
+    next_obs = trained.actor.next["obs"]
+    if bootstrap == "learn":
+        assert torch.equal(last["bootstrap"], before["bootstrap"] | went_on)
+        torch.testing.assert_close(last["final"]["obs"][went_on], next_obs[went_on])
+    else:
+        rows = went_on.nonzero().squeeze(1)
+        final = trained.actor.next[rows]
+        q, _ = trained.q_net.step(final, tuple(s[rows] for s in trained.actor.state))
+        torch.testing.assert_close(last["final_value"][rows], q.max(-1).values)
+        torch.testing.assert_close(last["final_value"][~went_on], before["final_value"][~went_on])
+    fresh_replay = fresh.replay.steps.exclude("final", "final_value", "bootstrap", "done")
+    assert (fresh_replay == trained.replay.steps.exclude("final", "final_value", "bootstrap", "done")).all()
+
+
 def test_replay_memory_is_proportional_to_capacity():
     sizes = {}
     for capacity in (960, 1920):
