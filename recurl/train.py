@@ -4,7 +4,8 @@ Hydra composes ``recurl/conf/config.yaml`` with the groups ``agent=``, ``memory=
 ``key=value`` overrides, and makes the run folder (``runs/<date>/<time>_<env id>_<agent>_<memory>`` by default). The
 folder receives the resolved config (``.hydra/config.yaml``), ``metrics.csv``, TensorBoard events under
 ``tensorboard/``, ``train.log`` (the lines the run printed), ``checkpoints/latest.pt`` (rewritten every
-``checkpoint_every`` env steps, and when the run stops) and ``checkpoints/final.pt``. With ``eval_every``, the live
+``checkpoint_every`` env steps, and when Ctrl-C or SIGTERM stops the run; an env error or a NaN keeps the last one as
+it was) and ``checkpoints/final.pt``. With ``eval_every``, the live
 policy is evaluated periodically (``recurl.periodic_eval``); ``logger=wandb|mlflow`` adds a tracker
 (``recurl.trackers``).
 
