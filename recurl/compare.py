@@ -3,7 +3,9 @@ across runs, or (``--leaderboard``) ``recurl.leaderboard``'s table of tasks x me
 
 Each DIR is a run folder (``metrics.csv`` and ``.hydra/config.yaml``) or any folder holding run folders at any depth,
 such as a Hydra multirun. Without ``--out`` the plot is ``compare.png`` (``leaderboard.png`` with ``--leaderboard``)
-in the DIR, or in the folder that holds all the DIRs; the table goes beside it (``.csv``) and to stdout.
+in the DIR, or in the folder that holds all the DIRs; the table goes beside it (``.csv``) and to stdout. An ``--out``
+that is a folder, inside a file, or not of an image format matplotlib writes (``.png``, ``.pdf``, ``.svg``, ...) is
+refused before any run is read.
 ``recurl.run_groups`` says how runs are found, grouped and scored; a set of runs that cannot be compared stops the
 command with one line (exit code 2).
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
@@ -42,6 +45,17 @@ FORMATS = {"steps": "{:.0f}", "wall_time_s": "{:.1f}", "sps": "{:.0f}"}  # retur
 def default_out(dirs: list[Path], name: str) -> Path:
     """``name`` in the folder given, or in the deepest folder holding all ``dirs``."""
     return Path(os.path.commonpath([folder.resolve() for folder in dirs])) / name
+
+
+def check_out(out: Path) -> None:
+    """``CompareError`` unless ``out`` can be written as an image: run before any run is read."""
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if out.is_dir() or out.suffix.lower()[1:] not in formats:
+        what = "a folder" if out.is_dir() else "not an image file"
+        raise CompareError(f"--out {out} is {what}; name a file ending in .{', .'.join(formats)}")
+    holder = next(folder for folder in out.parents if folder.exists())
+    if not holder.is_dir():
+        raise CompareError(f"--out {out} is inside {holder}, which is a file; choose another --out")
 
 
 def summarize(env: str, label: str, runs: list[Run]) -> dict[str, Any]:
@@ -146,13 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out or default_out(args.dirs, "leaderboard.png" if args.leaderboard else "compare.png")
     try:
+        check_out(out)
         if args.leaderboard:
             from recurl.leaderboard import write_leaderboard  # recurl.leaderboard builds on this module
 
             print(write_leaderboard(args.dirs, out))
         else:
             print(format_table(compare(args.dirs, out)))
-    except CompareError as error:
+    except (CompareError, OSError) as error:  # OSError: an --out that cannot be written, a run that cannot be read
         parser.exit(2, f"recurl.compare: error: {error}\n")
     print(f"wrote {out} and {out.with_suffix('.csv')}")
 

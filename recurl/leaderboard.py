@@ -1,7 +1,8 @@
 """The leaderboard of a suite of runs: tasks x memories, scored by POPGym's MMER.
 
-Its rows are ``recurl.compare``'s groups (a task, and a memory: the backbone, with the agent or another key when
-those differ between the runs of a task), one per task x memory, with
+Its rows are ``recurl.compare``'s groups, one per task x memory. A memory is a configuration: the backbone, with the
+agent and any other key that differs between the runs of a task (``mingru total_steps=512``), labelled alike on every
+task, so it is compared across all the tasks it ran on. Each row has
 - ``mmer``: the mean over seeds of each run's MMER (max-mean episode return, ``compare.mmer``), and ``mmer_low``,
   ``mmer_high``: its 95% percentile-bootstrap confidence interval over seeds (``compare.bootstrap_band``; with one
   seed the interval is the value itself);
@@ -14,13 +15,14 @@ those differ between the runs of a task), one per task x memory, with
 
 ``write_leaderboard`` writes them to a CSV (one row per task x memory) and a heatmap (tasks x memories in rank order,
 MMER, with the suite means as a last row), and returns them as markdown tables (per task, then per memory) for
-printing.
+printing. It is not a command: ``python -m recurl.compare DIR [DIR ...] --leaderboard`` draws it.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +168,9 @@ def write_leaderboard(dirs: list[Path], out: Path) -> str:
     write_csv(rows, out.with_suffix(".csv"))
     heatmap(rows).savefig(out, dpi=120)
     return format_markdown(rows)
+
+
+if __name__ == "__main__":
+    print("recurl.leaderboard: error: not a command; run python -m recurl.compare DIR [DIR ...] --leaderboard",
+          file=sys.stderr)
+    sys.exit(2)

@@ -1,12 +1,15 @@
 """Runs on disk as data: find run folders, load their config and curve, group them, and score a curve.
 
-Grouping rule. Two runs are in the same group when their configs agree on every key except the *bookkeeping* keys
-(``BOOKKEEPING``: seed, device, threads, checkpointing, vectorisation, resuming, videos), which do not change what is
-learned. So a run's group is its env id, agent, backbone, and every other key that differs between the runs compared:
-a sweep over ``memory.hidden_size`` gives one group per size, runs to different step budgets (``total_steps``) one
-group per budget. A key that only some runs have (a backbone's own option) differs only if those runs disagree on it.
-Groups never span envs: there is one plot panel per env, and a group's label shows the backbone always, and the agent
-and the other keys when they differ between the runs of its env.
+Grouping rule. Two runs are in the same group when their configs agree on every key except those that do not change
+what is learned: the *bookkeeping* keys (``BOOKKEEPING``: seed, device, threads, checkpointing, vectorisation,
+resuming, videos) and the *recording* keys (``RECORDING``: evaluation, which leaves the training rows as they are, and
+the tracker, ``logger.*``). So a run's group is its env id, agent, backbone, and every other key that differs between
+the runs of one env: a sweep over ``memory.hidden_size`` gives one group per size, runs to different step budgets
+(``total_steps``) one group per budget. A key that only some runs have (a backbone's own option) differs only if those
+runs disagree on it. Groups never span envs: there is one plot panel per env. A group's label shows the backbone
+always, and the agent and the other keys when they differ between the runs of any one env; such a key is shown on
+every env, so a configuration has the same label (the same colour, the same leaderboard row) on every env. A key
+that differs only from env to env (``env.suite``, a task's own budget) is part of the task, not of the label.
 
 The runs cannot be compared, and the command stops with one line (exit code 2), when:
 
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from omegaconf import OmegaConf
 
 from recurl.envs import resolve_env_id
@@ -46,6 +50,8 @@ from recurl.envs import resolve_env_id
 BOOKKEEPING = frozenset(
     {"seed", "device", "torch_threads", "checkpoint_every", "env.vectorization", "resume", "existing", "video"}
 )
+#: Keys that change what a run records, not what it learns, besides every ``logger.*`` key (``learning_keys``).
+RECORDING = frozenset({"eval_every", "eval_episodes"})
 REQUIRED = ("seed", "env.id", "agent.name", "memory.name")
 FINAL_FRACTION = 0.1
 GRID_POINTS = 200
@@ -145,7 +151,11 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_run(path: Path) -> Run:
-    config = flatten(OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=True))
+    config_file = path / ".hydra" / "config.yaml"
+    try:
+        config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True))
+    except yaml.YAMLError:
+        raise CompareError(f"{config_file} is not valid YAML; repair it or leave its run out of the DIRs") from None
     missing = [key for key in REQUIRED if key not in config]
     if missing:
         raise CompareError(f"cannot group {path}: its config has no {', '.join(missing)} (not a recurl run?)")
@@ -184,40 +194,51 @@ def read_metrics(
 
 
 def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
-    """``{(env id, label): runs}`` by the grouping rule of the module docstring, applied per env."""
+    """``{(env id, label): runs}`` by the grouping rule of the module docstring."""
     by_env: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_env[str(run.config["env.id"])].append(run)
-    groups: dict[tuple[str, str], list[Run]] = {}
-    for env, env_runs in by_env.items():
-        for label, members in _label(env_runs).items():
-            seeds: dict[Any, list[Path]] = defaultdict(list)
-            for run in members:
-                seeds[run.config["seed"]].append(run.path)
-            for seed, paths in seeds.items():
-                if len(paths) > 1:
-                    raise CompareError(
-                        f"cannot group {' and '.join(map(str, paths))}: same experiment ({label} on {env}) with the "
-                        f"same seed {seed}; pass only one of them"
-                    )
-            groups[(env, label)] = members
+    shown = label_keys(list(by_env.values()))
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(str(run.config["env.id"]), label_of(run, shown))].append(run)
+    for (env, label), members in groups.items():
+        seeds: dict[Any, list[Path]] = defaultdict(list)
+        for run in members:
+            seeds[run.config["seed"]].append(run.path)
+        for seed, paths in seeds.items():
+            if len(paths) > 1:
+                raise CompareError(
+                    f"cannot group {' and '.join(map(str, paths))}: same experiment ({label} on {env}) with the "
+                    f"same seed {seed}; pass only one of them"
+                )
     return dict(sorted(groups.items()))
 
 
-def _label(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs by label: the backbone, then the agent and any other key when they differ between ``runs``.
+def learning_keys(config: dict[str, Any]) -> set[str]:
+    """The keys of ``config`` that may change what is learned: all but bookkeeping and recording."""
+    return {key for key in config if key not in BOOKKEEPING | RECORDING and not key.startswith("logger.")}
 
-    A key that only some runs have (a backbone's own option, such as Aaren's ``memory.num_heads``) differs only if
-    it takes two values among those runs, and is shown only in their labels."""
-    keys = set().union(*(run.config for run in runs)) - BOOKKEEPING
-    varying = sorted(k for k in keys if len({repr(run.config[k]) for run in runs if k in run.config}) > 1)
-    names = [k for k in ("agent.name", "memory.name") if k == "memory.name" or k in varying]
-    shown = names + [k for k in varying if k not in names]
-    labelled: dict[str, list[Run]] = defaultdict(list)
-    for run in runs:
-        parts = [str(run.config[k]) if k in names else f"{k}={run.config[k]}" for k in shown if k in run.config]
-        labelled[" ".join(parts)].append(run)
-    return labelled
+
+def label_keys(runs_by_env: list[list[Run]]) -> list[str]:
+    """The keys labels show: the backbone, then the agent and any other key when it differs between the runs of one
+    env. A key that only some runs have (a backbone's own option, such as Aaren's ``memory.num_heads``) differs only
+    if it takes two values among those runs."""
+    keys = set().union(*(learning_keys(run.config) for runs in runs_by_env for run in runs))
+    varying = sorted(
+        key for key in keys
+        if any(len({repr(run.config[key]) for run in runs if key in run.config}) > 1 for runs in runs_by_env)
+    )
+    names = [key for key in ("agent.name", "memory.name") if key == "memory.name" or key in varying]
+    return names + [key for key in varying if key not in names]
+
+
+def label_of(run: Run, shown: list[str]) -> str:
+    """``run``'s values of the keys ``shown`` that it has: names as they are, other keys as ``key=value``."""
+    return " ".join(
+        str(run.config[k]) if k in ("agent.name", "memory.name") else f"{k}={run.config[k]}"
+        for k in shown if k in run.config
+    )
 
 
 def load_groups(dirs: list[Path]) -> dict[tuple[str, str], list[Run]]:

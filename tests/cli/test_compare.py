@@ -103,17 +103,45 @@ def test_groups_by_every_key_that_differs_and_panels_by_env(tmp_path):
         write_run(tmp_path / f"small{seed}", [0.1, 0.2], seed=seed)
         write_run(tmp_path / f"big{seed}", [0.3, 0.4], seed=seed, memory__hidden_size=128)
     write_run(tmp_path / "aaren", [0.1, 0.2], memory="aaren", memory__num_heads=4)  # a key of its own: not a difference
-    # Another env, in two spellings of its id, where the agent differs (and the hidden size does not).
+    # Another env, in two spellings of its id, where the agent differs (and the hidden size does not). Labels show
+    # on every env the keys that differ on one, the agent and the hidden size.
     write_run(tmp_path / "ppo_other_env", [0.5, 0.6], env_id="RepeatFirstEasy")
     write_run(tmp_path / "dqn_other_env", [0.5, 0.6], env_id="popgym-RepeatFirstEasy-v0", agent__name="dqn")
     rows = compare([tmp_path], tmp_path / "out.png")
     assert [(r["env"], r["group"], r["seeds"]) for r in rows] == [
-        ("popgym-RepeatFirstEasy-v0", "dqn mingru", 1),
-        ("popgym-RepeatFirstEasy-v0", "ppo mingru", 1),
-        ("popgym-RepeatPreviousEasy-v0", "aaren memory.hidden_size=64", 1),
-        ("popgym-RepeatPreviousEasy-v0", "mingru memory.hidden_size=128", 2),
-        ("popgym-RepeatPreviousEasy-v0", "mingru memory.hidden_size=64", 2),
+        ("popgym-RepeatFirstEasy-v0", "dqn mingru memory.hidden_size=64", 1),
+        ("popgym-RepeatFirstEasy-v0", "ppo mingru memory.hidden_size=64", 1),
+        ("popgym-RepeatPreviousEasy-v0", "ppo aaren memory.hidden_size=64", 1),
+        ("popgym-RepeatPreviousEasy-v0", "ppo mingru memory.hidden_size=128", 2),
+        ("popgym-RepeatPreviousEasy-v0", "ppo mingru memory.hidden_size=64", 2),
     ]
+
+
+def test_a_configuration_has_one_label_on_every_env(tmp_path):
+    # RepeatPrevious also tried a budget of 512: total_steps labels every env. The envs' own num_envs, differing only
+    # from env to env, is part of the task and labels none.
+    A, B = "popgym-RepeatPreviousEasy-v0", "popgym-RepeatFirstEasy-v0"
+    write_run(tmp_path / "a2048", [0.1, 0.2], env_id=A, total_steps=2048, env__num_envs=32)
+    write_run(tmp_path / "a512", [0.1, 0.2], env_id=A, total_steps=512, env__num_envs=32)
+    write_run(tmp_path / "b2048", [0.1, 0.2], env_id=B, total_steps=2048, env__num_envs=16)
+    assert list(load_groups([tmp_path])) == [
+        (B, "mingru total_steps=2048"), (A, "mingru total_steps=2048"), (A, "mingru total_steps=512"),
+    ]
+
+
+def test_evaluation_and_tracker_settings_do_not_split_seeds(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path / f"seed{seed}", [0.1, 0.2], seed=seed, eval_every=None, eval_episodes=10,
+                  logger={"name": "none"})
+    write_run(
+        tmp_path / "seed2", [0.1, 0.2], eval_returns=[NAN, 0.5], seed=2, eval_every=1024, eval_episodes=3,
+        logger={"name": "wandb", "project": "recurl"},
+    )
+    (row,) = compare([tmp_path], tmp_path / "out.png")
+    assert (row["group"], row["seeds"], row["return_used"]) == ("mingru", 3, "mixed")  # seed 2 scores its evaluation
+    write_run(tmp_path / "seed2_again", [0.1, 0.2], seed=2, eval_every=2048)  # the same training rows as seed2
+    with pytest.raises(CompareError, match="same experiment .* with the same seed 2"):
+        compare([tmp_path], tmp_path / "out.png")
 
 
 def test_refuses_runs_it_cannot_compare(tmp_path):
@@ -144,6 +172,51 @@ def test_cli_fails_in_one_line_on_a_folder_without_runs(tmp_path):
         f"recurl.compare: error: no runs under {tmp_path / 'empty'} (a run is a folder with metrics.csv and .hydra/config.yaml)"
     )
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("plots/b", "plots/b is not an image file; name a file ending in .avif, .eps, .gif, .jpeg, .jpg, .pdf, .pgf, "
+         ".png, .ps, .raw, .rgba, .svg, .svgz, .tif, .tiff, .webp"),
+        ("plots/c.txt", "plots/c.txt is not an image file; name a file ending in .avif, "),
+        ("plots", "plots is a folder; name a file ending in .avif, "),
+        ("run/metrics.csv/x.png", "run/metrics.csv/x.png is inside run/metrics.csv, which is a file; choose another "
+         "--out"),
+    ],
+)
+def test_cli_refuses_an_out_it_cannot_write_before_reading_runs(tmp_path, monkeypatch, capsys, out, message):
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "run", [0.1, 0.2])
+    (tmp_path / "plots").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--out", out])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and error.count("\n") == 1
+    assert error.startswith(f"recurl.compare: error: --out {message}")
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_cli_names_a_table_it_cannot_write_in_one_line(tmp_path, capsys):
+    write_run(tmp_path / "run", [0.1, 0.2])
+    (tmp_path / "plots" / "table.csv").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "run"), "--out", str(tmp_path / "plots" / "table.png")])
+    assert exit_.value.code == 2
+    table = tmp_path / "plots" / "table.csv"
+    assert capsys.readouterr().err == f"recurl.compare: error: [Errno 21] Is a directory: '{table}'\n"
+
+
+def test_cli_refuses_a_corrupt_config_in_one_line(tmp_path, capsys):
+    write_run(tmp_path / "good", [0.1, 0.2])
+    config = write_run(tmp_path / "sweep" / "bad", [0.1, 0.2]) / ".hydra" / "config.yaml"
+    config.write_text("seed: [0\n")  # cut short
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"recurl.compare: error: {config} is not valid YAML; repair it or leave its run out of the DIRs\n"
+    )
 
 
 def test_runs_to_different_budgets_are_groups_of_their_own(tmp_path):

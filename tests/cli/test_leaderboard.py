@@ -3,6 +3,8 @@ without an eval_return column; the CSV, heatmap and markdown; the same leaderboa
 
 import csv
 import math
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -96,3 +98,30 @@ def test_runs_that_cannot_be_compared_are_refused(tmp_path):
     write_run(tmp_path / "empty", [NAN, NAN])
     with pytest.raises(CompareError, match="no finished episode"):
         leaderboard_rows([tmp_path])
+
+
+@pytest.mark.parametrize(
+    "extra, labels",  # labels of mingru, lstm, aaren and the configuration tried on task A only
+    [
+        ({"total_steps": 512}, ["mingru total_steps=2000", "lstm total_steps=2000", "aaren total_steps=2000",
+                                "mingru total_steps=512"]),
+        ({"memory__hidden_size": 128}, ["mingru memory.hidden_size=64", "lstm memory.hidden_size=64",
+                                        "aaren memory.hidden_size=64", "mingru memory.hidden_size=128"]),
+        ({"agent__name": "dqn"}, ["ppo mingru", "ppo lstm", "ppo aaren", "dqn mingru"]),
+    ],
+)
+def test_a_configuration_tried_on_one_task_only_leaves_the_others_ranked(tmp_path, extra, labels):
+    write_suite(tmp_path)
+    write_run(tmp_path / "tried_on_A", [0.2, 0.3], env_id=A, **extra)
+    rows = leaderboard_rows([tmp_path])
+    assert {(row["memory"], row["rank"]) for row in rows} == set(zip(labels, [1, 2, None, None]))
+
+
+def test_is_not_a_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "recurl.leaderboard", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "recurl.leaderboard: error: not a command; run python -m recurl.compare DIR [DIR ...] --leaderboard\n"
+    )
