@@ -6,17 +6,21 @@ overrides after ``--`` choose (``hydra/launcher=joblib hydra.launcher.n_jobs=4``
 ``hydra/launcher=submitit_slurm ...`` on a cluster): recurl has no job runner. Each run's folder is named by what it
 is, ``DIR/<env id>_<agent>_<memory>_seed<seed>``, not by Hydra's job number (which shifts when the grid changes), and
 every job runs with ``existing=resume``: running the same command again skips the finished runs and continues the
-interrupted ones. When every run of the grid is finished, Hydra is not started at all.
+interrupted ones. When every run of the grid is finished, Hydra is not started at all. Training that stops on a
+mistake ``recurl.train`` refuses (exit code 2: an unknown key, a bad value) stops the suite with exit code 2 and asks
+for the fix, since running the command again would stop the same way.
 
-``DIR/suite.yaml`` records the agent, the step budget and the overrides that change what is learned (not the
-launcher's, nor ``compare.BOOKKEEPING`` keys such as ``torch_threads``); a later command into the same DIR must agree
-with them (it may add tasks, memories and seeds), because a finished run would otherwise be taken for a run of that
-command. The suite ends by writing the leaderboard of the runs under DIR (``recurl.leaderboard``: ``leaderboard.csv``
-and ``leaderboard.png`` in DIR) and printing it, as ``python -m recurl.compare DIR --leaderboard`` does.
+``DIR/suite.yaml`` records the agent, the step budget and the overrides that change what is learned, in any order
+(not the launcher's, nor ``compare.BOOKKEEPING`` keys such as ``torch_threads``); a later command into the same DIR
+must agree with them (it may add tasks, memories and seeds), because a finished run would otherwise be taken for a
+run of that command. The suite ends by writing the leaderboard of the runs under DIR (``recurl.leaderboard``:
+``leaderboard.csv`` and ``leaderboard.png`` in DIR) and printing it, as ``python -m recurl.compare DIR --leaderboard``
+does.
 
 Tasks: task sets (``TASK_SETS``, from POPGym's own lists: ``popgym-all`` is every id POPGym registers, which includes
 the Labyrinth tasks only where ``mazelib`` is installed) or POPGym ids, full or short, comma separated. Memories: names
-of ``recurl.memory.MEMORIES``. A name that is neither is refused before anything runs (exit code 2).
+of ``recurl.memory.MEMORIES``. A name that is neither, or a ``--dir`` that is a file, is refused before anything
+runs (exit code 2).
 """
 
 from __future__ import annotations
@@ -108,6 +112,13 @@ def run_folder(out: Path, task: str, agent: str, memory: str, seed: int) -> Path
     return out / f"{task}_{agent}_{memory}_seed{seed}"
 
 
+def check_folder(out: Path) -> None:
+    """Refuse a ``--dir`` that is a file or lies in one."""
+    file = next((path for path in (out, *out.parents) if path.exists() and not path.is_dir()), None)
+    if file is not None:
+        raise ValueError(f"--dir {out}: {file} is a file, not a folder; give a folder (it is made if missing)")
+
+
 def record_settings(out: Path, agent: str, steps: int, overrides: list[str]) -> None:
     """Write ``out/suite.yaml``, or refuse a command whose settings differ from those it records while ``out`` holds
     runs (a suite whose runs all stopped before training, say on a mistyped override, takes the new settings)."""
@@ -115,9 +126,10 @@ def record_settings(out: Path, agent: str, steps: int, overrides: list[str]) -> 
         override for override in overrides
         if not override.startswith(("hydra.", "hydra/")) and override.lstrip("+~").split("=")[0] not in BOOKKEEPING
     ]
-    settings = {"agent": agent, "steps": steps, "overrides": learned}
+    settings = {"agent": agent, "steps": steps, "overrides": sorted(learned)}  # sorted: their order changes nothing
     path = out / "suite.yaml"
     recorded = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else settings
+    recorded["overrides"] = sorted(recorded.get("overrides", []))  # a suite.yaml may predate the sorting
     differences = [
         f"{key} {recorded.get(key)} (here {value})" for key, value in settings.items() if recorded.get(key) != value
     ]
@@ -175,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError(f"--steps {args.steps}: give a positive number of env steps")
         tasks, memories, seeds = parse_tasks(args.tasks), parse_memories(args.memories), parse_seeds(args.seeds)
         check_overrides(overrides)
+        check_folder(args.dir)
         record_settings(args.dir, args.agent, args.steps, overrides)
     except ValueError as error:
         parser.exit(2, f"recurl.suite: error: {error}\n")
@@ -183,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"recurl.suite: all {len(folders)} runs in {args.dir} are finished", file=sys.stderr)
     else:
         code = train_grid(args.dir, args.agent, tasks, memories, seeds, args.steps, overrides)
+        if code == 2:  # recurl.train's code for a mistake in the command line, config or a checkpoint
+            parser.exit(2, "recurl.suite: error: training refused its settings (the recurl.train error above names "
+                        "the mistake); fix that override or option, then run the command again\n")
         if code:
             parser.exit(code, (
                 f"recurl.suite: error: training stopped (exit code {code}); run the same command again to resume it, "

@@ -24,9 +24,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import recurl
+from recurl.bench.options import available_device, positive_int
 from recurl.bench.learning import run_sweep, summarise
 from recurl.bench.timing import device_name
-from recurl.builder import resolve_device
 from recurl.memory import MEMORIES
 from recurl.train import train
 
@@ -76,25 +76,26 @@ def main(argv: list[str] | None, agent: str) -> None:
     parser.add_argument("--memories", nargs="+", default=list(MEMORIES), choices=list(MEMORIES))
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=LEARNING_STEPS[agent], help="env steps per learning run")
-    parser.add_argument("--speed-steps", type=int, default=40_960, help="env steps per speed run")
-    parser.add_argument("--speed-steps-per-env", type=int,
+    parser.add_argument(
+        "--steps", type=positive_int, default=LEARNING_STEPS[agent], help="env steps per learning run"
+    )
+    parser.add_argument("--speed-steps", type=positive_int, default=40_960, help="env steps per speed run")
+    parser.add_argument("--speed-steps-per-env", type=positive_int,
                         help="instead: env steps per speed run = this x the run's env count (PPO: 64 per update)")
-    parser.add_argument("--num-envs", type=int, nargs="+", help="speed: env counts to time (default: the env config's)")
-    parser.add_argument("--device", default="auto", help="speed: auto (CUDA if visible, else CPU), cpu, cuda, cuda:N")
-    parser.add_argument("--jobs", type=int, default=2, help="learning runs at a time (Hydra's joblib launcher)")
+    parser.add_argument(
+        "--num-envs", type=positive_int, nargs="+", help="speed: env counts to time (default: the env config's)"
+    )
+    parser.add_argument(
+        "--device", type=available_device, default="auto",
+        help="speed: auto (CUDA if visible, else CPU), cpu, cuda, cuda:N",
+    )
+    parser.add_argument(
+        "--jobs", type=positive_int, default=2, help="learning runs at a time (Hydra's joblib launcher)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as error:
-        parser.error(str(error))
-    counts = [("--speed-steps", args.speed_steps), ("--speed-steps-per-env", args.speed_steps_per_env)]
-    for name, value in counts + [("--num-envs", n) for n in args.num_envs or []]:
-        if value is not None and value < 1:
-            parser.error(f"{name} must be positive, got {value}")
     if args.part in ("speed", "all"):
-        speed_table(agent, args, device)
+        speed_table(agent, args, args.device)
     if args.part in ("learning", "all"):
         sweep_dir = run_sweep(agent, args.tasks, args.memories, args.seeds, args.steps, args.out, args.jobs)
         summarise(sweep_dir, sweep_dir / "learning.png")

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recurl.bench.options import available_device, positive_int
 from recurl.bench.timing import device_name, forward_backward, interleaved_median_ms, median_ms
 from recurl.kernels import linear_scan
 from recurl.memory import MEMORIES
@@ -152,24 +153,26 @@ def complex_against_real(batch, length, dim, device, backend, rounds) -> dict[st
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recurl.bench kernels", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 1024, 4096])
+    parser.add_argument(
+        "--device", type=available_device, default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda, cuda:N"
+    )
+    parser.add_argument("--batch", type=positive_int, default=64)
+    parser.add_argument("--dim", type=positive_int, default=256)
+    parser.add_argument("--lengths", type=positive_int, nargs="+", default=[128, 512, 1024, 4096])
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=positive_int, default=20)
     parser.add_argument("--compile", action="store_true", help="add the torch.compile'd log-space minGRU row")
     parser.add_argument("--skip-loop", action="store_true", help="leave out the (slow) GRUCell loop")
     parser.add_argument("--complex", action="store_true",
                         help="instead: the complex64 scan against two float32 scans of the same size")
-    parser.add_argument("--torch-threads", type=int, help="torch's intra-op threads (default: torch's own)")
+    parser.add_argument("--torch-threads", type=positive_int, help="torch's intra-op threads (default: torch's own)")
     parser.add_argument(
         "--backends", nargs="+", choices=["triton", "torch"],
         help="scan backends to time (default: triton and torch on CUDA, torch on CPU; triton on CPU needs "
              "TRITON_INTERPRET=1, which only checks this script)",
     )
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    device = args.device
     backends = args.backends or (["triton", "torch"] if device.type == "cuda" else ["torch"])
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from recurl.bench.options import available_device, positive_int
 from recurl.bench.timing import device_name, forward_backward, interleaved_median_ms
 from recurl.memory import MEMORIES
 from recurl.memory.library_rnn import run_with_resets
@@ -86,11 +87,15 @@ def time_layouts(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recurl.bench memory", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--rounds", type=int, default=15, help="timed runs of each, taken in turns")
+    parser.add_argument(
+        "--device", type=available_device, default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda, cuda:N"
+    )
+    parser.add_argument("--rounds", type=positive_int, default=15, help="timed runs of each, taken in turns")
     parser.add_argument("--memories", nargs="+", default=[m for m in MEMORIES if m != "mlp"], choices=list(MEMORIES))
-    parser.add_argument("--size", type=int, nargs=3, metavar=("B", "T", "D"), help="one size instead of the defaults")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    parser.add_argument(
+        "--size", type=positive_int, nargs=3, metavar=("B", "T", "D"), help="one size instead of the defaults"
+    )
+    parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's, one per core)")
     parser.add_argument(
         "--cpu-time", action="store_true",
         help="time this process's CPU use instead of wall time (with --threads 1 on CPU: robust to a busy machine)",
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = time.process_time if args.cpu_time else time.perf_counter
-    device = torch.device(args.device)
+    device = args.device
     sizes = [(64, t, 256) for t in (128, 512, 1024)] if device.type == "cuda" else [(16, 512, 64)]
     if args.size:
         sizes = [tuple(args.size)]

@@ -63,6 +63,7 @@ from hydra import compose, initialize_config_dir
 import recurl
 from recurl.agents import PPOConfig
 from recurl.bench import cleanrl_lstm_ppo
+from recurl.bench.options import positive_int
 from recurl.envs import encode_observations, make_vector_env, resolve_env_id
 from recurl.memory import MEMORIES
 from recurl.train import train
@@ -259,20 +260,19 @@ def table(runs: dict[str, list[Run]], s: Settings) -> str:
 def main(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recurl.bench peers", description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="RepeatPreviousEasy", help="a POPGym id, short or full")
-    parser.add_argument("--steps", type=int, default=100_000, help="env steps per run (rounded up to whole rollouts)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=100_000, help="env steps per run (rounded up to whole rollouts)"
+    )
     parser.add_argument("--memories", nargs="+", default=["mingru", "lstm"], choices=list(MEMORIES))
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each system, interleaved")
+    parser.add_argument("--repeats", type=positive_int, default=2, help="runs of each system, interleaved")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--envs", type=int, default=32)
-    parser.add_argument("--rollout-steps", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--minibatches", type=int, default=4)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--envs", type=positive_int, default=32)
+    parser.add_argument("--rollout-steps", type=positive_int, default=64)
+    parser.add_argument("--epochs", type=positive_int, default=4)
+    parser.add_argument("--minibatches", type=positive_int, default=4)
+    parser.add_argument("--width", type=positive_int, default=64)
+    parser.add_argument("--layers", type=positive_int, default=2)
     args = parser.parse_args(argv)
-    for name in ("steps", "repeats", "envs", "rollout_steps", "epochs", "minibatches", "width", "layers"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.envs % args.minibatches:
         parser.error(f"--envs ({args.envs}) must be a multiple of --minibatches ({args.minibatches}): a minibatch "
                      "is a set of whole env trajectories, the same number for every system")

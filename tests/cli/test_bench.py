@@ -3,8 +3,11 @@
 import re
 
 import pytest
+import torch
 
+from recurl.bench import __main__ as bench
 from recurl.bench import agent, kernels, memory
+from recurl.bench.__main__ import BENCHES
 from recurl.memory import MEMORIES
 
 ROW = re.compile(r"^\| .* \|$")
@@ -84,12 +87,31 @@ def test_ppo_speed_times_each_backbone_at_each_env_count(capsys):
 
 
 @pytest.mark.parametrize(
-    "options, message",
-    [(["--num-envs", "0"], "--num-envs must be positive"), (["--speed-steps-per-env", "-1"], "must be positive"),
-     (["--device", "tpu"], "device=tpu is not a device")],
+    "argv, message",
+    [
+        (["memory", "--rounds", "0"], "argument --rounds: 0 is not positive; give 1 or more"),
+        (["memory", "--size", "2", "8", "x"], "argument --size: 'x' is not an integer; give 1 or more"),
+        (["kernels", "--repeats", "-1"], "argument --repeats: -1 is not positive"),
+        (["peers", "--steps", "0"], "argument --steps: 0 is not positive"),
+        (["ppo", "--num-envs", "0"], "argument --num-envs: 0 is not positive"),
+        (["dqn", "--speed-steps-per-env", "-1"], "argument --speed-steps-per-env: -1 is not positive"),
+        (["ppo", "--device", "tpu"], "argument --device: device=tpu is not a device"),
+        (["memory", "--device", "cuda"], "argument --device: device=cuda but no CUDA GPU is visible"),
+        (["foo"], "argument BENCH: invalid choice: 'foo' (choose from 'memory', 'kernels', 'ppo', 'dqn', 'peers')"),
+    ],
 )
-def test_ppo_speed_rejects_bad_options_in_one_line(capsys, options, message):
+def test_bad_options_are_refused_in_one_line(capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only torch, on any machine
     with pytest.raises(SystemExit) as exit_info:
-        agent.main(["--part", "speed", *options], "ppo")
+        bench.main(argv)
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert f": error: {message}" in capsys.readouterr().err.splitlines()[-1]  # after argparse's usage lines
+
+
+def test_help_lists_every_bench_with_what_it_measures(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name, what in BENCHES.items():
+        assert f"  {name:8} {what}\n" in out

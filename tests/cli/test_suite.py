@@ -11,7 +11,7 @@ import gymnasium as gym
 import pytest
 
 from conftest import compose_config
-from recurl import compare
+from recurl import compare, suite
 from recurl.memory import MEMORIES
 from recurl.suite import main, parse_tasks, record_settings, task_set
 from recurl.train import prepare, run, train
@@ -160,3 +160,42 @@ def test_a_suite_folder_keeps_its_settings(tmp_path):
         record_settings(tmp_path, "ppo", 1024, ["memory.hidden_size=16"])
     with pytest.raises(ValueError, match="overrides"):
         record_settings(tmp_path, "ppo", 512, ["memory.hidden_size=32"])
+
+
+def test_a_suite_folder_takes_its_overrides_in_any_order(tmp_path):
+    (tmp_path / "suite.yaml").write_text(  # as recorded before the order stopped mattering
+        "agent: ppo\nsteps: 512\noverrides: [memory.hidden_size=32, env.num_envs=4]\n"
+    )
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    record_settings(tmp_path, "ppo", 512, ["env.num_envs=4", "memory.hidden_size=32"])
+    record_settings(tmp_path, "ppo", 512, ["memory.hidden_size=32", "env.num_envs=4"])
+    with pytest.raises(ValueError, match=r"other settings: overrides .* \(here \['env.num_envs=8', 'memory"):
+        record_settings(tmp_path, "ppo", 512, ["memory.hidden_size=32", "env.num_envs=8"])
+
+
+@pytest.mark.parametrize("inside", ["", "suite"], ids=["a file", "in a file"])
+def test_a_dir_that_is_not_a_folder_is_refused_in_one_line(tmp_path, capsys, inside):
+    file = tmp_path / "bad.pt"
+    file.write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--tasks", "RepeatFirstEasy", "--memories", "mlp", "--steps", "10", "--dir", str(file / inside)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"recurl.suite: error: --dir {file / inside}: {file} is a file, not a folder; give a folder (it is made if "
+        "missing)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "code, advice", [(2, "fix that override or option, then run the command again"), (1, "run the same command again")]
+)
+def test_stopped_training_says_resume_only_when_running_again_can_help(tmp_path, capsys, monkeypatch, code, advice):
+    """Exit code 2 is recurl.train's for a mistake (an unknown key, say), which running again would repeat; any
+    other stop can be resumed. (The training is left out: only its exit code matters here.)"""
+    monkeypatch.setattr(suite, "train_grid", lambda *args: code)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--tasks", "RepeatFirstEasy", "--memories", "mlp", "--steps", "10", "--dir", str(tmp_path)])
+    assert exit_.value.code == code
+    err = capsys.readouterr().err
+    assert err.startswith("recurl.suite: error: ") and err.count("\n") == 1 and advice in err
+    assert ("resume" in err) == (code != 2)
