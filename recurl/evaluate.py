@@ -4,9 +4,10 @@
 
 Episode ``i`` starts from ``env.reset(seed=S + i)`` (``S`` defaults to 1,000,000 + the run's seed, away from the
 seeds its training envs drew), so an evaluation is reproducible and two policies can be compared on the same
-episodes. Actions are the most likely ones unless ``--sampled``. ``K`` envs play at once (each its own share of the
-episodes, in order); the results do not depend on ``K`` for most-likely actions. It prints the mean ± std of the
-return and the length and writes one row per episode to ``RUN/eval.csv`` (replaced atomically).
+episodes. Actions are the most likely ones unless ``--sampled``; then episode ``i`` samples its actions from a torch
+generator of its own, seeded with ``S + i``. ``K`` envs play at once (each its own share of the episodes, in order);
+the results do not depend on ``K``. It prints the mean ± std of the return and the length and writes one row per
+episode to ``RUN/eval.csv`` (replaced atomically).
 
 Training's periodic evaluation (``eval_every``) uses ``evaluate_policy`` with the live network, most likely actions
 and the same seeds every time, so its ``eval_return`` curve compares like with like.
@@ -41,7 +42,8 @@ class Episode:
 def evaluate_policy(
     policy: Policy, episodes: int, seed: int, *, deterministic: bool = True, num_envs: int = 8
 ) -> list[Episode]:
-    """Play ``episodes`` episodes, episode ``i`` from ``reset(seed=seed + i)``, on up to ``num_envs`` envs at once."""
+    """Play ``episodes`` episodes, episode ``i`` from ``reset(seed=seed + i)`` (and, unless ``deterministic``, with
+    actions sampled from a generator seeded with ``seed + i``), on up to ``num_envs`` envs at once."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     envs = [policy.make_env() for _ in range(min(episodes, num_envs))]
@@ -50,6 +52,7 @@ def evaluate_policy(
     state = policy.initial_state(len(envs))
     obs = [env.reset(seed=seed + queue.pop(0))[0] for env, queue in zip(envs, queues)]
     current = [seed + j for j in range(len(envs))]
+    generators = [torch.Generator().manual_seed(s) for s in current]
     returns, lengths, rewards = np.zeros(len(envs)), np.zeros(len(envs), dtype=int), np.zeros(len(envs))
     reset = np.ones(len(envs), dtype=bool)
     active = list(range(len(envs)))
@@ -58,7 +61,7 @@ def evaluate_policy(
             rows = torch.tensor(active)
             actions, state_rows = policy.act(
                 _stack([obs[j] for j in active]), state[rows], reset[active], reward=rewards[active],
-                deterministic=deterministic,
+                deterministic=deterministic, generators=[generators[j] for j in active],
             )
             state[rows] = state_rows
             for j, action in zip(active.copy(), actions):
@@ -71,6 +74,7 @@ def evaluate_policy(
                     returns[j], lengths[j], rewards[j], reset[j] = 0.0, 0, 0.0, True
                     if queues[j]:
                         current[j] = seed + queues[j].pop(0)
+                        generators[j] = torch.Generator().manual_seed(current[j])
                         obs[j] = envs[j].reset(seed=current[j])[0]
                     else:
                         active.remove(j)
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"recurl.evaluate: error: {args.run_dir} is not a folder\n")
     if args.envs < 1:
         parser.exit(2, f"recurl.evaluate: error: --envs must be at least 1, got {args.envs}\n")
+    if args.seed is not None and args.seed < 0:
+        parser.exit(2, f"recurl.evaluate: error: --seed must be at least 0, got {args.seed}\n")
     try:
         policy = load_policy(args.checkpoint or args.run_dir)
         seed = SEED_OFFSET + int(policy.config.seed) if args.seed is None else args.seed

@@ -7,8 +7,9 @@ episode's first observation.
 A video of an episode of ``n`` steps has ``n + 1`` frames: the reset observation, then the state after each action
 (frames come from ``recurl.envs.render``). Files are named ``<checkpoint>-ep<k>.mp4``, or
 ``<checkpoint>-sampled-ep<k>.mp4`` with sampled actions, and are overwritten by a later recording.
-Episode ``k = 0`` starts from ``reset(seed=<the run's seed>)`` and later ones continue its random stream, so a
-recording is reproducible.
+Episode ``k = 0`` starts from ``reset(seed=<the run's seed>)`` and later ones continue its random stream; sampled
+actions of episode ``k`` come from a torch generator seeded with the run's seed + ``k``. So a recording is
+reproducible.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v2 as imageio
+import torch
 
 from recurl.envs.render import FrameInfo, default_fps, make_frame, make_render_env
 from recurl.policy import Policy, default_checkpoint, load_policy
@@ -57,7 +59,7 @@ def record_episodes(
             with imageio.get_writer(path, fps=fps or default_fps(env), codec="libx264") as writer:
                 episode_return, length = play_episode(
                     policy, env, writer.append_data, seed=cfg.seed if k == 0 else None,
-                    deterministic=deterministic, overlay=overlay,
+                    generator=torch.Generator().manual_seed(cfg.seed + k), deterministic=deterministic, overlay=overlay,
                 )
             recorded.append(RecordedEpisode(path, episode_return, length))
     finally:
@@ -66,16 +68,19 @@ def record_episodes(
 
 
 def play_episode(
-    policy: Policy, env, add_frame, *, seed: int | None, deterministic: bool, overlay: bool
+    policy: Policy, env, add_frame, *, seed: int | None, deterministic: bool, overlay: bool, generator: torch.Generator
 ) -> tuple[float, int]:
-    """One episode from ``env.reset(seed=seed)``, passing each frame to ``add_frame``; returns (return, length)."""
+    """One episode from ``env.reset(seed=seed)``, actions sampled (unless ``deterministic``) from ``generator``,
+    passing each frame to ``add_frame``; returns (return, length)."""
     obs, _ = env.reset(seed=seed)
     state, reset, reward = policy.initial_state(), True, 0.0
     info = FrameInfo(step=0)
     add_frame(make_frame(env, info, overlay))
     done = False
     while not done:
-        action, state = policy.act(obs, state, reset, reward=reward, deterministic=deterministic)
+        action, state = policy.act(
+            obs, state, reset, reward=reward, deterministic=deterministic, generators=[generator]
+        )
         obs, reward, terminated, truncated, _ = env.step(action)
         info = FrameInfo(info.step + 1, action, float(reward), info.episode_return + float(reward))
         add_frame(make_frame(env, info, overlay))

@@ -1,6 +1,9 @@
-"""recurl.load_policy and recurl.evaluate: a trained run acts on the env's own observations, as it acted in training."""
+"""recurl.load_policy and recurl.evaluate: a trained run acts on the env's own observations, as it acted in training.
+Also recurl.export's refusal of an --out it cannot write (tests/cli/test_export.py trains a run per backbone)."""
 
 import csv
+from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +18,7 @@ from recurl.checkpoint import CheckpointError
 from recurl.envs import make_vector_env
 from recurl.evaluate import evaluate_policy
 from recurl.evaluate import main as evaluate_main
+from recurl.export import main as export_main
 from recurl.train import train
 
 TINY = ["total_steps=256", "env.num_envs=4", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16"]
@@ -83,6 +87,19 @@ def test_evaluation_is_reproducible_and_independent_of_the_number_of_envs(runs):
     assert len({e.episode_return for e in one}) > 1 or one[0].episode_return != 0  # not a constant stub
 
 
+@pytest.mark.parametrize("name", ["popgym", "dqn"])
+def test_sampled_evaluation_is_reproducible_and_independent_of_the_number_of_envs(runs, name):
+    """Episode i samples from a generator of its own (seed + i): neither torch's global stream nor the envs beside it
+    change its actions."""
+    policy = recurl.load_policy(runs[name])
+    if name == "dqn":
+        policy.network.explore_epsilon = 0.5  # the run's final ε (0.01) would leave most episodes greedy
+    one = evaluate_policy(policy, 6, seed=7, deterministic=False, num_envs=1)
+    torch.manual_seed(123)
+    assert evaluate_policy(policy, 6, seed=7, deterministic=False, num_envs=4) == one
+    assert one != evaluate_policy(policy, 6, seed=7)  # the actions were sampled
+
+
 def test_evaluate_cli_writes_one_row_per_episode(runs, capsys):
     evaluate_main([str(runs["minigrid"]), "--episodes", "3", "--seed", "5"])
     out = capsys.readouterr().out
@@ -105,6 +122,13 @@ def test_bad_runs_are_refused_in_one_line(runs, tmp_path, capsys):
         recurl.load_policy(corrupt)
 
 
+def test_a_negative_seed_is_refused_in_one_line(runs, capsys):
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main([str(runs["popgym"]), "--seed", "-1"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == "recurl.evaluate: error: --seed must be at least 0, got -1"
+
+
 def test_policy_state_and_observations_must_agree(runs):
     policy = recurl.load_policy(runs["popgym"])
     env = gym.vector.SyncVectorEnv([policy.make_env] * 2)
@@ -115,3 +139,28 @@ def test_policy_state_and_observations_must_agree(runs):
     single, _ = dqn.make_env().reset(seed=0)
     with pytest.raises(ValueError, match="pass reward="):
         dqn.act(single, dqn.initial_state(), True)
+
+
+class _ExportedProgram:
+    """What ``torch.onnx.export`` returns, as far as ``export_onnx`` uses it before checking the file."""
+
+    model = SimpleNamespace(metadata_props={}, doc_string="")
+
+    def save(self, path, external_data):
+        Path(path).write_bytes(b"")
+
+
+def test_export_refuses_an_out_it_cannot_write_in_one_line(runs, tmp_path, capsys, monkeypatch):
+    """An --out under a file (mkdir fails) or where the OS refuses a file (saving fails): one line naming the path and
+    the OS's reason, nothing written. The exporter is stubbed: the refusal comes after it, and it takes seconds."""
+    monkeypatch.setattr("recurl.export.EXTRA_MODULES", ())
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: _ExportedProgram())
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for out in [a_file / "policy.onnx", Path("/proc/policy.onnx")]:  # /proc takes no new files
+        with pytest.raises(SystemExit) as stop:
+            export_main([str(runs["popgym"]), "--out", str(out)])
+        line = capsys.readouterr().err
+        assert stop.value.code == 2 and line.count("\n") == 1
+        assert line.startswith(f"recurl.export: error: cannot write {out}: ") and "; choose another path" in line
+    assert list(tmp_path.iterdir()) == [a_file] and not Path("/proc/.policy.onnx.tmp").exists()
