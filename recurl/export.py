@@ -145,15 +145,18 @@ def export_onnx(policy: Policy, path: Path, checkpoint: Path | None = None) -> E
         raise ValueError(f"memory {memory} cannot be exported to ONNX: {_root_cause(error)}") from None
     program.model.metadata_props[METADATA_KEY] = json.dumps(metadata)
     program.model.doc_string = f"recurl stepwise policy of {metadata['env']['id']}; metadata key {METADATA_KEY!r}"
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with _quiet():
             program.save(tmp, external_data=False)
         check_against_torch(step, tmp, label=str(path))
         os.replace(tmp, path)
+    except OSError as error:  # a folder that is a file or cannot be made, a file system that refuses it
+        raise ValueError(f"cannot write {path}: {error.strerror} ({error.filename}); choose another path") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # also under a parent that is a file (NotADirectoryError)
+            tmp.unlink(missing_ok=True)
     return ExportedPolicy(path, time.perf_counter() - start, path.stat().st_size)
 
 
