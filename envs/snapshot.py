@@ -5,8 +5,10 @@ randomness comes from its ``np_random`` is a function of how its episode started
 before the reset) and of the actions taken since. ``EpisodeLog`` wraps each sub-env and keeps exactly that;
 ``snapshot`` reads it out (with the episode statistics in progress) and ``restore`` rebuilds every sub-env by
 resetting it the same way and replaying the actions. Exact for POPGym, MiniGrid and gymnasium's classic-control envs;
-an env with hidden randomness of its own would diverge after a resume. Sync vectorization only: async sub-envs live
-in other processes.
+an env with hidden randomness of its own would diverge after a resume: POPGym's Labyrinth tasks (registered when
+``mazelib`` is installed) draw their mazes from Python's global ``random``, shared by all sub-envs. Sync vectorization
+only: async sub-envs live in other processes. A replay that ends its episode before its last action (the env's time
+limit was lowered, or the env changed) is refused.
 """
 
 from __future__ import annotations
@@ -40,8 +42,16 @@ class EpisodeLog(gym.Wrapper):
             self.unwrapped.np_random.bit_generator.state = start["rng"]
             self.reset()
         space = self.action_space
-        for action in actions:
-            self.step(np.asarray(action, dtype=space.dtype) if space.dtype is not None else action)
+        for count, action in enumerate(actions, 1):
+            # [()]: a Discrete action as a numpy scalar, as the vector env passes it (a 0-d array is unhashable)
+            _, _, terminated, truncated, _ = self.step(
+                np.asarray(action, dtype=space.dtype)[()] if space.dtype is not None else action
+            )
+            if terminated or truncated:  # a saved episode was under way: it ended with none of its actions
+                raise ValueError(
+                    f"env snapshot does not replay: {self.spec.id if self.spec else 'the env'}'s episode ended after "
+                    f"{count} of its {len(actions)} actions (a lower env.max_episode_steps, or another env?)"
+                )
 
 
 def _sub_envs(envs: VectorEnv) -> list[EpisodeLog]:
