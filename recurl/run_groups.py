@@ -153,9 +153,12 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def load_run(path: Path) -> Run:
     config_file = path / ".hydra" / "config.yaml"
     try:
-        config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True))
+        tree = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
     except yaml.YAMLError:
         raise CompareError(f"{config_file} is not valid YAML; repair it or leave its run out of the DIRs") from None
+    if not isinstance(tree, dict):
+        raise CompareError(f"{config_file} holds a {type(tree).__name__}, not a config; leave its run out of the DIRs")
+    config = flatten(tree)
     missing = [key for key in REQUIRED if key not in config]
     if missing:
         raise CompareError(f"cannot group {path}: its config has no {', '.join(missing)} (not a recurl run?)")
