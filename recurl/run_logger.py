@@ -40,12 +40,15 @@ class RunLogger:
         if self.path.exists() and self.path.stat().st_size:
             with self.path.open(newline="") as f:
                 self.columns = next(csv.reader(f))
-        self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+        # A resumed run writes again from its checkpoint's step: TensorBoard drops the events a crash left past it.
+        purge = start_step + 1 if start_step else None
+        self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         self.tracker, self.config = tracker, config
         self.total_steps = total_steps
         self.progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
         self.started, self.last_step = time.perf_counter(), start_step
         self.start_step = start_step
+        self.wall_time_before = self._last_wall_time() if start_step else 0.0
         self.recent_returns: deque[float] = deque(maxlen=FINAL_EPISODES)
 
     def log(
@@ -63,7 +66,7 @@ class RunLogger:
             "episode_length": float(np.mean([n for _, n in episodes])) if episodes else math.nan,
             "episodes": len(episodes),
             "sps": (step - self.start_step) / max(elapsed, 1e-9),
-            "wall_time": elapsed,
+            "wall_time": self.wall_time_before + elapsed,
             **({key: evaluation.get(key, math.nan) for key in OPTIONAL_COLUMNS} if evaluation is not None else {}),
             **{key: metrics[key] for key in sorted(metrics)},
         }
@@ -91,6 +94,14 @@ class RunLogger:
             postfix["eval"] = f"{row['eval_return']:.3f}"
         self.progress.set_postfix(**postfix, sps=f"{row['sps']:.0f}", refresh=False)
 
+    def _last_wall_time(self) -> float:
+        """The run's wall time at its last row (resumed: the checkpoint's, as metrics.csv was cut back to it)."""
+        if self.columns is None:
+            return 0.0
+        with self.path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        return float(rows[-1]["wall_time"]) if rows else 0.0
+
     @property
     def final_return(self) -> float:
         """The mean return of the last ``FINAL_EPISODES`` episodes of this session (NaN before one ended)."""
@@ -101,7 +112,9 @@ class RunLogger:
         count = len(self.recent_returns)
         if count:
             which = f"mean of the last {count} episodes" if count == FINAL_EPISODES else f"mean of all {count} episodes"
-            result = f"final return {self.final_return:.3f} ({which if count > 1 else 'its only episode'})"
+            which = which if count > 1 else "its only episode"
+            since = f" since the resume at step {self.start_step:,}" if self.start_step else ""
+            result = f"final return {self.final_return:.3f} ({which}{since})"
         else:
             result = "no episode ended"
         wall = duration(time.perf_counter() - self.started)

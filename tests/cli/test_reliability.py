@@ -14,6 +14,7 @@ import torch
 from gymnasium import spaces
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import recurl.checkpoint as checkpoint_module
 from conftest import compose_config
@@ -114,6 +115,15 @@ def test_resume_drops_rows_logged_after_the_checkpoint_and_appends(tmp_path):
     checkpoint.write_bytes((early / "checkpoints" / "latest.pt").read_bytes())
     assert resume(checkpoint, "total_steps=256") == 0
     assert rows(run_dir) == before
+    with (run_dir / "metrics.csv").open() as f:
+        wall_times = [float(row["wall_time"]) for row in csv.DictReader(f)]
+    assert wall_times == sorted(wall_times)  # the resumed session's go on from the checkpoint's row
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("episodes")]
+    assert steps == [64, 128, 192, 256]  # the rows past the checkpoint that the first session wrote are purged
+    summary = (run_dir / "train.log").read_text().splitlines()[-1]
+    assert "episodes since the resume at step 128)" in summary  # its episodes are this session's only
 
 
 def test_resume_refuses_a_missing_checkpoint(tmp_path):
