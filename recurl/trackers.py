@@ -46,6 +46,8 @@ def check_logger(cfg: DictConfig) -> None:
     if name not in TRACKERS:
         raise ValueError(f"logger.name={name}: choose one of {', '.join(TRACKERS)}")
     package, accepted = TRACKERS[name]
+    if set(accepted) - set(options):  # logger.name changed alone: the group's other keys are another logger's
+        raise ValueError(f"logger.name={name}: choose the logger with logger={name}, which brings its options")
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         takes = f"it accepts {', '.join(accepted)}" if accepted else "it takes none"

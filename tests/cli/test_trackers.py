@@ -151,6 +151,8 @@ def test_a_tracker_that_is_not_installed_is_refused_with_the_pip_command(name, m
         (["logger=wandb", "+logger.team=x"], "logger wandb: unknown option(s) team; it accepts project, entity, mode"),
         (["logger=wandb", "logger.mode=sometimes"], "logger.mode=sometimes: choose one of online, offline, disabled"),
         (["+logger.project=x"], "logger none: unknown option(s) project; it takes none"),
+        (["logger.name=wandb"], "logger.name=wandb: choose the logger with logger=wandb, which brings its options"),
+        (["logger.name=mlflow"], "logger.name=mlflow: choose the logger with logger=mlflow"),
     ],
 )
 def test_logger_options_are_checked(overrides, message):
