@@ -80,17 +80,18 @@ class _StopRequest:
 
 def run(cfg: DictConfig, run_dir: Path, envs, agent) -> int:
     """Train ``agent`` until ``total_steps``; returns the process exit code (0, non-zero when stopped early, 2 for a
-    mistake in the evaluation or logger options). However it ends, the last line says so (``run_log``)."""
+    mistake in the evaluation or logger options, or a tracker that cannot start: one line, and nothing written).
+    However training ends, the last line says so (``run_log``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        every = eval_every(cfg)
+        tracker = make_tracker(cfg, run_dir, config)
+    except ValueError as error:
+        envs.close()
+        print(f"recurl.train: error: {error}", file=sys.stderr)
+        return 2
     with run_log(run_dir) as log:
-        try:
-            every = eval_every(cfg)
-            tracker = make_tracker(cfg, run_dir, config)
-        except ValueError as error:
-            envs.close()
-            log.error(f"error: {error}")
-            return 2
         logger = RunLogger(run_dir, cfg.total_steps, start_step=agent.global_step, tracker=tracker, config=config)
         code, status = 1, "crashed"
         try:
@@ -215,6 +216,8 @@ def hydra_main(cfg: DictConfig) -> None:
         return
     cfg, run_dir, envs, agent = prepared
     code = run(cfg, run_dir, envs, agent)
+    if code == 2:  # refused before training: nothing of this command is kept
+        forget_hydra_record(run_dir)
     if code:  # sys.exit(0) would end a Hydra multirun after its first job
         sys.exit(code)
 

@@ -38,6 +38,7 @@ def cli(tmp_path, *args):
         (["memory=gru9000"], f"memory=gru9000: memory has no option 'gru9000'; choose one of {MEMORIES}"),
         (["total_steps=-5"], "total_steps must be a positive integer, got -5"),  # found once Hydra made the folder
         (["agent.epochs=1.5"], "agent.epochs must be an integer, got 1.5"),  # once crashed mid-training
+        (["logger=mlflow", "logger.tracking_uri=nope://x"], "logger=mlflow could not start a run"),  # found by run()
         (["-m", "memory=mingru,gru9000"], "memory has no option 'gru9000'"),
     ],
 )
