@@ -52,6 +52,10 @@ def check_logger(cfg: DictConfig) -> None:
     if unknown:
         takes = f"it accepts {', '.join(accepted)}" if accepted else "it takes none"
         raise ValueError(f"logger {name}: unknown option(s) {', '.join(unknown)}; {takes}")
+    for key, value in options.items():  # names and addresses; W&B's project and entity, MLflow's URI may be null
+        if not isinstance(value, str) and (value is not None or key == "experiment_name"):
+            kind = "a name" if key == "experiment_name" else "a string or null"
+            raise ValueError(f"logger.{key}={value}: give {kind}")
     if package is not None and find_spec(package) is None:
         raise ValueError(f"logger={name} needs the {package} package: pip install 'recurl[{name}]'")
     if name == "wandb" and options["mode"] not in (None, *WANDB_MODES):

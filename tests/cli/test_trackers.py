@@ -153,6 +153,8 @@ def test_a_tracker_that_is_not_installed_is_refused_with_the_pip_command(name, m
         (["+logger.project=x"], "logger none: unknown option(s) project; it takes none"),
         (["logger.name=wandb"], "logger.name=wandb: choose the logger with logger=wandb, which brings its options"),
         (["logger.name=mlflow"], "logger.name=mlflow: choose the logger with logger=mlflow"),
+        (["logger=mlflow", "logger.experiment_name=null"], "logger.experiment_name=None: give a name"),
+        (["logger=wandb", "logger.entity={a: 1}"], "logger.entity={'a': 1}: give a string or null"),
     ],
 )
 def test_logger_options_are_checked(overrides, message):
