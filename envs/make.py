@@ -84,10 +84,6 @@ def make_vector_env(
         raise ValueError(f"vectorization must be one of {', '.join(VECTORIZATIONS)}, got {vectorization!r}")
     if num_envs < 1:
         raise ValueError(f"num_envs must be at least 1, got {num_envs}")
-    if max_episode_steps is not None and (
-        not isinstance(max_episode_steps, int) or isinstance(max_episode_steps, bool) or max_episode_steps < 1
-    ):
-        raise ValueError(f"max_episode_steps must be a positive integer or null, got {max_episode_steps!r}")
     full_id = resolve_env_id(suite, env_id)
     kwargs = dict(env_kwargs or {})
     if render_mode is not None:

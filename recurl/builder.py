@@ -89,9 +89,10 @@ def setup(cfg: DictConfig) -> tuple[VectorEnv, Agent]:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     env_cfg = cfg.env
+    time_limit = None if env_cfg.max_episode_steps is None else positive_int(cfg, "env.max_episode_steps")
     envs = make_vector_env(
         env_cfg.suite, str(env_cfg.id), positive_int(cfg, "env.num_envs"), cfg.seed,
-        vectorization=env_cfg.vectorization, max_episode_steps=env_cfg.max_episode_steps,
+        vectorization=env_cfg.vectorization, max_episode_steps=time_limit,
     )
     try:
         memory = build_memory(cfg, envs.single_observation_space.shape[0], envs.single_action_space, device)

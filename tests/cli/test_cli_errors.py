@@ -194,7 +194,7 @@ def test_an_early_stop_says_where_the_run_is(tmp_path, capsys):
         ("agent.max_grad_norm=abc", "agent.max_grad_norm must be a number or null, got 'abc'"),
         ("agent=dqn agent.gamma=abc", "agent.gamma must be a number, got 'abc'"),
         ("agent=dqn agent.value_rescaling=1", "agent.value_rescaling must be true or false, got 1"),
-        ("env.max_episode_steps=abc", "max_episode_steps must be a positive integer or null, got 'abc'"),
+        ("env.max_episode_steps=abc", "env.max_episode_steps must be a positive integer, got 'abc'"),
         ("env=minigrid env.id=MiniGrid-WFC-MazeSimple-v0", "'MiniGrid-WFC-MazeSimple-v0' cannot run: minigrid's"),
         (
             "agent.rollout_steps=1 agent.minibatches=4",  # 4 envs: one step per minibatch, advantages' std is NaN
