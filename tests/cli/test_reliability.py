@@ -113,6 +113,7 @@ def test_resume_drops_rows_logged_after_the_checkpoint_and_appends(tmp_path):
     # As if the run had crashed after writing rows 3 and 4 but before checkpointing them.
     checkpoint = run_dir / "checkpoints" / "latest.pt"
     checkpoint.write_bytes((early / "checkpoints" / "latest.pt").read_bytes())
+    time.sleep(1)  # event files are named by the second they open in, and TensorBoard reads them in name order
     assert resume(checkpoint, "total_steps=256") == 0
     assert rows(run_dir) == before
     with (run_dir / "metrics.csv").open() as f:
