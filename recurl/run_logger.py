@@ -37,9 +37,15 @@ class RunLogger:
     ):
         self.path = run_dir / "metrics.csv"
         self.columns: list[str] | None = None
+        # A resumed run's wall time goes on from its last row (the checkpoint's: metrics.csv was cut back to it).
+        self.wall_time_before = 0.0
         if self.path.exists() and self.path.stat().st_size:
             with self.path.open(newline="") as f:
-                self.columns = next(csv.reader(f))
+                reader = csv.DictReader(f)
+                rows = list(reader)
+            self.columns = list(reader.fieldnames)
+            if start_step and rows:
+                self.wall_time_before = float(rows[-1]["wall_time"])
         # A resumed run writes again from its checkpoint's step: TensorBoard drops the events a crash left past it.
         purge = start_step + 1 if start_step else None
         self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
@@ -48,7 +54,6 @@ class RunLogger:
         self.progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
         self.started, self.last_step = time.perf_counter(), start_step
         self.start_step = start_step
-        self.wall_time_before = self._last_wall_time() if start_step else 0.0
         self.recent_returns: deque[float] = deque(maxlen=FINAL_EPISODES)
 
     def log(
@@ -93,14 +98,6 @@ class RunLogger:
         if not math.isnan(row.get("eval_return", math.nan)):
             postfix["eval"] = f"{row['eval_return']:.3f}"
         self.progress.set_postfix(**postfix, sps=f"{row['sps']:.0f}", refresh=False)
-
-    def _last_wall_time(self) -> float:
-        """The run's wall time at its last row (resumed: the checkpoint's, as metrics.csv was cut back to it)."""
-        if self.columns is None:
-            return 0.0
-        with self.path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        return float(rows[-1]["wall_time"]) if rows else 0.0
 
     @property
     def final_return(self) -> float:
