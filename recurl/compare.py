@@ -48,7 +48,8 @@ def default_out(dirs: list[Path], name: str) -> Path:
 
 
 def check_out(out: Path) -> None:
-    """``CompareError`` unless ``out`` can be written as an image: run before any run is read."""
+    """``CompareError`` unless ``out`` can be written as an image and its table beside it: run before any run is read,
+    so that a mistake leaves no plot without its table."""
     formats = sorted(FigureCanvasBase.get_supported_filetypes())
     if out.is_dir() or out.suffix.lower()[1:] not in formats:
         what = "a folder" if out.is_dir() else "not an image file"
@@ -56,6 +57,9 @@ def check_out(out: Path) -> None:
     holder = next(folder for folder in out.parents if folder.exists())
     if not holder.is_dir():
         raise CompareError(f"--out {out} is inside {holder}, which is a file; choose another --out")
+    table = out.with_suffix(".csv")
+    if table.is_dir():
+        raise CompareError(f"--out {out}: its table {table} would replace a folder; choose another --out")
 
 
 def summarize(env: str, label: str, runs: list[Run]) -> dict[str, Any]:

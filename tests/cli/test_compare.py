@@ -197,14 +197,19 @@ def test_cli_refuses_an_out_it_cannot_write_before_reading_runs(tmp_path, monkey
     assert not list(tmp_path.rglob("*.png"))
 
 
-def test_cli_names_a_table_it_cannot_write_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("leaderboard", [False, True], ids=["curves", "leaderboard"])
+def test_cli_names_a_table_it_cannot_write_in_one_line_and_writes_no_plot(tmp_path, capsys, leaderboard):
     write_run(tmp_path / "run", [0.1, 0.2])
-    (tmp_path / "plots" / "table.csv").mkdir(parents=True)
-    with pytest.raises(SystemExit) as exit_:
-        main([str(tmp_path / "run"), "--out", str(tmp_path / "plots" / "table.png")])
-    assert exit_.value.code == 2
     table = tmp_path / "plots" / "table.csv"
-    assert capsys.readouterr().err == f"recurl.compare: error: [Errno 21] Is a directory: '{table}'\n"
+    table.mkdir(parents=True)
+    out = tmp_path / "plots" / "table.png"
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "run"), "--out", str(out)] + ["--leaderboard"] * leaderboard)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"recurl.compare: error: --out {out}: its table {table} would replace a folder; choose another --out\n"
+    )
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(
