@@ -7,9 +7,9 @@ for all steps at once: the input projection before the loop, and after the backw
 input and weight gradients as single matmuls over all steps. A reset at t is one ``torch.where`` on the state
 entering step t (and on the gradient leaving it), so episodes need no cutting into segments.
 
-Both loops run in ``torch.inference_mode`` (no version counters or view tracking on each op: ~5% of the layer's time)
+Both loops run in ``torch.inference_mode`` (no version counters or view tracking on each op: ~4% of the layer's time)
 and, while a step's matmul is small, on one torch thread: waking a second thread for a 16x64 @ 64x192 sgemm costs
-more than it saves (the layer at B=16, width 64 takes ~15% less time on one thread of two). The thread count is
+more than it saves (the layer at B=16, width 64 takes 10–17% less time on one thread of two). The thread count is
 process-wide, so it is restored however the loop ends.
 
 With r, z, n the reset gate, update gate and candidate (torch's gate order in the weights):
@@ -29,8 +29,8 @@ from torch.autograd.function import once_differentiable
 
 
 # Multiply-adds in one step's recurrent matmul (B x H @ H x 3H) below which one thread runs the loops faster than
-# several (on a 2-core VM: B=16 or 64 at width 64 and B=16 at width 128 gain 4-23%; from B=16 at width 256 up, two
-# threads win).
+# several (on a 2-core VM: B=16 or 64 at width 64 and B=16 at width 128, up to 0.8M, gain 4-23%; at 3.1M the two
+# are even or two threads win, and from 12.6M on two threads win by 24% and more).
 ONE_THREAD_BELOW_MACS = 1 << 21
 
 
