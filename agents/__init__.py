@@ -7,6 +7,7 @@ agents implement them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,7 +32,11 @@ class ActingNetwork(Protocol):
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State: ...
 
-    def act(self, step: TensorDict, state: State, deterministic: bool) -> tuple[torch.Tensor, State]: ...
+    def act(
+        self, step: TensorDict, state: State, deterministic: bool, generators: Sequence[torch.Generator] | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Actions for ``step`` [B]: the most likely (greedy) ones if ``deterministic``, else sampled, row ``i``'s
+        from ``generators[i]`` when given."""
 
     def to_env(self, action: torch.Tensor) -> np.ndarray: ...
 

@@ -8,6 +8,8 @@ reward when the agent is configured to see them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -44,10 +46,15 @@ class RecurrentActorCritic(nn.Module):
         return self.action_head(features), self.value_head(features).squeeze(-1), state
 
     @torch.no_grad()
-    def act(self, step: TensorDict, state: State, deterministic: bool) -> tuple[torch.Tensor, State]:
-        """Actions for ``step`` [B]: the distribution's mode if ``deterministic``, else a sample."""
+    def act(
+        self, step: TensorDict, state: State, deterministic: bool, generators: Sequence[torch.Generator] | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Actions for ``step`` [B]: the distribution's mode if ``deterministic``, else a sample, drawn from torch's
+        global generator or, given ``generators`` (one per row), row ``i``'s from ``generators[i]``."""
         dist, _, state = self.step(step, state)
-        return (dist.mode if deterministic else dist.sample()), state
+        if deterministic:
+            return dist.mode, state
+        return (dist.sample() if generators is None else dist.sample_rows(generators)), state
 
     def to_env(self, action: torch.Tensor) -> np.ndarray:
         """Actions as ``VectorEnv.step`` takes them."""

@@ -1,10 +1,14 @@
 """Action heads: features -> an action distribution for each gymnasium action space PPO can act in.
 
 Every head's distribution returns ``log_prob`` and ``entropy`` summed over action dimensions (shape = batch shape),
-and ``to_env`` turns sampled actions into what ``VectorEnv.step`` expects.
+and ``sample_rows(generators)``: one action per row of a batch, row ``i``'s noise drawn from ``generators[i]`` alone,
+so that an env's sampled actions depend on its own stream, not on the rows beside it (``recurl.policy``). ``to_env``
+turns sampled actions into what ``VectorEnv.step`` expects.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +18,14 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from recurl.agents.action_spaces import discrete_components
 from recurl.agents.errors import UnsupportedActionSpaceError
+
+
+def noise_per_row(
+    draw: Callable[..., torch.Tensor], generators: Sequence[torch.Generator], shape: torch.Size, like: torch.Tensor
+) -> torch.Tensor:
+    """``[len(generators), *shape]`` noise whose row ``i`` ``draw`` (``torch.rand``, ``torch.randn``) takes from
+    ``generators[i]`` (CPU generators), in ``like``'s dtype and device."""
+    return torch.stack([draw(shape, generator=generator) for generator in generators]).to(like)
 
 
 class GumbelCategorical(Categorical):
@@ -26,7 +38,12 @@ class GumbelCategorical(Categorical):
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape) + self.logits.shape[-1:]
-        uniform = torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device)
+        return self._gumbel_max(torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device))
+
+    def sample_rows(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        return self._gumbel_max(noise_per_row(torch.rand, generators, self.logits.shape[-1:], self.logits))
+
+    def _gumbel_max(self, uniform: torch.Tensor) -> torch.Tensor:
         gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny)))
         return (self.logits + gumbel).argmax(-1)
 
@@ -42,6 +59,9 @@ class _MultiCategorical(Distribution):
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         return torch.stack([part.sample(sample_shape) for part in self.parts], dim=-1)
+
+    def sample_rows(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        return torch.stack([part.sample_rows(generators) for part in self.parts], dim=-1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return sum(part.log_prob(v) for part, v in zip(self.parts, value.unbind(-1)))
@@ -81,6 +101,17 @@ class MultiDiscreteHead(nn.Module):
         return (action.cpu().numpy() + self.start).reshape(-1, *self.shape)
 
 
+class DiagonalGaussian(Independent):
+    """Independent normals over the action's dimensions (log-probabilities and entropies add up)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__(Normal(mean, std, validate_args=False), 1)
+
+    def sample_rows(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        mean, std = self.base_dist.loc, self.base_dist.scale
+        return mean + std * noise_per_row(torch.randn, generators, mean.shape[-1:], mean)
+
+
 class BoxHead(nn.Module):
     """A diagonal Gaussian with a state-independent log-std; samples are clipped to the bounds only for the env."""
 
@@ -92,7 +123,7 @@ class BoxHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> Distribution:
         mean = self.mean(features)
-        return Independent(Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False), 1)
+        return DiagonalGaussian(mean, self.log_std.exp().expand_as(mean))
 
     def to_env(self, action: torch.Tensor) -> np.ndarray:
         return np.clip(action.cpu().numpy(), self.low, self.high).reshape(-1, *self.shape)

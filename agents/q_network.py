@@ -7,6 +7,7 @@ indices ``0 .. n-1`` (``FlatActions``): a ``Discrete`` space's, or a ``MultiDisc
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -74,17 +75,23 @@ class RecurrentQNetwork(nn.Module):
     @torch.no_grad()
     def act(
         self, step: TensorDict, state: State, deterministic: bool, generator: torch.Generator | None = None,
-        epsilon: float | None = None,
+        epsilon: float | None = None, generators: Sequence[torch.Generator] | None = None,
     ) -> tuple[torch.Tensor, State]:
         """Greedy actions if ``deterministic`` (no random number is drawn), else ε-greedy with ``epsilon``
-        (default ``explore_epsilon``), drawing from ``generator`` (default torch's global one)."""
+        (default ``explore_epsilon``), drawing from ``generator`` (default torch's global one) or, given
+        ``generators`` (one per row), row ``i``'s from ``generators[i]``."""
         q, state = self.step(step, state)
         greedy = q.argmax(-1)
         if deterministic:
             return greedy, state
         epsilon = self.explore_epsilon if epsilon is None else epsilon
-        explore = torch.rand(q.shape[0], generator=generator) < epsilon
-        random = torch.randint(self.actions.n, (q.shape[0],), generator=generator)
+        if generators is None:
+            explore = torch.rand(q.shape[0], generator=generator) < epsilon
+            random = torch.randint(self.actions.n, (q.shape[0],), generator=generator)
+        else:
+            draws = [(torch.rand((), generator=g), torch.randint(self.actions.n, (), generator=g)) for g in generators]
+            explore = torch.stack([uniform for uniform, _ in draws]) < epsilon
+            random = torch.stack([action for _, action in draws])
         return torch.where(explore.to(q.device), random.to(q.device), greedy), state
 
     def to_env(self, action: torch.Tensor) -> np.ndarray:

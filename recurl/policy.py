@@ -35,7 +35,6 @@ from recurl.builder import build_network
 from recurl.checkpoint import CheckpointError, load_checkpoint
 from recurl.envs import make_env
 from recurl.envs.encoding import make_encoder
-from recurl.memory.cell import State
 
 CHECKPOINTS = ("final.pt", "latest.pt")
 
@@ -123,39 +122,15 @@ class Policy:
                 raise ValueError("policy.act: this policy sees the previous reward; pass reward= (what came with obs)")
             reward_t = torch.as_tensor(np.asarray(reward), dtype=self.dtype, device=self.device)
             step["prev_reward"] = reward_t.expand(batch)
-        if deterministic or generators is None:
-            action, memory = self.network.act(step, state_from_tensordict(state["memory"]), deterministic)
-        else:
-            action, memory = self._sample_rows(step, state["memory"], generators)
+        if not deterministic and generators is not None and len(generators) != batch:
+            raise ValueError(f"policy.act: {len(generators)} generators for {batch} envs")
+        memory = state_from_tensordict(state["memory"])
+        action, memory = self.network.act(step, memory, deterministic, generators=generators)
         env_action = self.network.to_env(action)
         next_state = TensorDict(memory=state_to_tensordict(memory, batch), batch_size=[batch])
         if "prev_action" in state.keys():
             next_state["prev_action"] = torch.as_tensor(env_action, device=self.device).to(state["prev_action"].dtype)
         return (env_action if batched else env_action[0]), next_state
-
-    def _sample_rows(
-        self, step: TensorDict, memory: TensorDict, generators: Sequence[torch.Generator]
-    ) -> tuple[torch.Tensor, State]:
-        """Sampled actions of each row on its own. The networks sample from torch's global generators (PPO's
-        distributions) or from one generator for the whole batch (DQN), so the network acts on row ``i`` alone, with
-        the global generators (forked: left as they were) seeded from ``generators[i]``. A row's actions then depend
-        on its own stream only, not on the other rows or how many there are; it costs a network call per row."""
-        if len(generators) != step.batch_size[0]:
-            raise ValueError(f"policy.act: {len(generators)} generators for {step.batch_size[0]} envs")
-        actions, memories = [], []
-        on_cuda = self.device.type == "cuda"
-        with torch.random.fork_rng(devices=[self.device] if on_cuda else []):
-            for row, generator in enumerate(generators):
-                rows = slice(row, row + 1)
-                seed = int(torch.randint(2**63 - 1, (), generator=generator))
-                torch.default_generator.manual_seed(seed)  # torch.manual_seed: slow, it also queues every GPU's seed
-                if on_cuda:
-                    with torch.cuda.device(self.device):
-                        torch.cuda.manual_seed(seed)
-                action, row_memory = self.network.act(step[rows], state_from_tensordict(memory[rows]), False)
-                actions.append(action)
-                memories.append(row_memory)
-        return torch.cat(actions), tuple(torch.cat(parts) for parts in zip(*memories))
 
 
 def load_policy(run: str | Path, device: str | torch.device = "cpu") -> Policy:
