@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,8 +33,10 @@ FINAL_EPISODES = 100
 class RunLogger:
     def __init__(
         self, run_dir: Path, total_steps: int, start_step: int = 0, *, tracker: Tracker | None = None,
-        config: dict | None = None,
+        config: dict | None = None, recent_returns: Sequence[float] | None = None,
     ):
+        """``recent_returns``: a resumed run's last episode returns before its checkpoint (``None`` when the
+        checkpoint predates recording them: the final return then covers this session's episodes only)."""
         self.path = run_dir / "metrics.csv"
         self.columns: list[str] | None = None
         # A resumed run's wall time goes on from its last row (the checkpoint's: metrics.csv was cut back to it).
@@ -54,7 +56,8 @@ class RunLogger:
         self.progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
         self.started, self.last_step = time.perf_counter(), start_step
         self.start_step = start_step
-        self.recent_returns: deque[float] = deque(maxlen=FINAL_EPISODES)
+        self.session_only = bool(start_step) and recent_returns is None
+        self.recent_returns: deque[float] = deque(recent_returns or (), maxlen=FINAL_EPISODES)
 
     def log(
         self, step: int, metrics: dict[str, float], episodes: list[tuple[float, int]],
@@ -101,7 +104,7 @@ class RunLogger:
 
     @property
     def final_return(self) -> float:
-        """The mean return of the last ``FINAL_EPISODES`` episodes of this session (NaN before one ended)."""
+        """The mean return of the run's last ``FINAL_EPISODES`` episodes (NaN before one ended)."""
         return float(np.mean(self.recent_returns)) if self.recent_returns else math.nan
 
     def summary(self, status: str, run_dir: Path) -> str:
@@ -110,7 +113,7 @@ class RunLogger:
         if count:
             which = f"mean of the last {count} episodes" if count == FINAL_EPISODES else f"mean of all {count} episodes"
             which = which if count > 1 else "its only episode"
-            since = f" since the resume at step {self.start_step:,}" if self.start_step else ""
+            since = f" since the resume at step {self.start_step:,}" if self.session_only else ""
             result = f"final return {self.final_return:.3f} ({which}{since})"
         else:
             result = "no episode ended"

@@ -1,6 +1,7 @@
 """Reliability: exact resume, clear refusals, interrupts, failing envs, NaNs, atomic checkpoints, seeding."""
 
 import csv
+import re
 import signal
 import subprocess
 import sys
@@ -58,12 +59,18 @@ def rows(run_dir):
 
 
 # ---- resume ---------------------------------------------------------------------------------------------------
+def final_return_of(run_dir):
+    """The final return its last summary line gives, with what it is the mean of."""
+    summary = (run_dir / "train.log").read_text().splitlines()[-1]
+    return re.search(r"final return .*?\)", summary).group()
+
+
 def resume(path, *overrides):
     """What ``python -m recurl.train resume=PATH OVERRIDES`` does, in this process."""
     args = [f"resume={path}", *overrides]
-    cfg, run_dir, envs, agent = prepare(config(*args), args, Path("unused"))
+    cfg, run_dir, envs, agent, recent_returns = prepare(config(*args), args, Path("unused"))
     assert run_dir in (path, path.parent.parent)
-    return run(cfg, run_dir, envs, agent)
+    return run(cfg, run_dir, envs, agent, recent_returns)
 
 
 @pytest.mark.parametrize("memory", ["mingru", "aaren", "lstm"])
@@ -74,6 +81,7 @@ def test_resumed_run_reproduces_the_uninterrupted_one(memory, tmp_path):
     assert resume(half, "total_steps=512") == 0
     assert len(rows(full)) == 8
     assert rows(half) == rows(full)
+    assert final_return_of(half) == final_return_of(full)  # over the run's last episodes, not the session's
 
 
 def test_resume_from_the_command_line_keeps_the_runs_record(tmp_path):
@@ -109,7 +117,7 @@ def test_resume_drops_rows_logged_after_the_checkpoint_and_appends(tmp_path):
     run_dir, early = tmp_path / "run", tmp_path / "early"
     assert train(config("total_steps=256"), run_dir) == 0
     assert train(config("total_steps=128"), early) == 0
-    before = rows(run_dir)
+    before, final_before = rows(run_dir), final_return_of(run_dir)
     # As if the run had crashed after writing rows 3 and 4 but before checkpointing them.
     checkpoint = run_dir / "checkpoints" / "latest.pt"
     checkpoint.write_bytes((early / "checkpoints" / "latest.pt").read_bytes())
@@ -123,8 +131,18 @@ def test_resume_drops_rows_logged_after_the_checkpoint_and_appends(tmp_path):
     events.Reload()
     steps = [event.step for event in events.Scalars("episodes")]
     assert steps == [64, 128, 192, 256]  # the rows past the checkpoint that the first session wrote are purged
-    summary = (run_dir / "train.log").read_text().splitlines()[-1]
-    assert "episodes since the resume at step 128)" in summary  # its episodes are this session's only
+    assert final_return_of(run_dir) == final_before  # the checkpoint carried the episodes before it
+
+
+def test_a_checkpoint_without_the_runs_last_returns_gives_the_sessions_final_return(tmp_path):
+    """Checkpoints written before they held the last episode returns still resume; the summary says what it covers."""
+    assert train(config("total_steps=256"), tmp_path) == 0
+    latest = tmp_path / "checkpoints" / "latest.pt"
+    payload = load_checkpoint(latest)
+    assert len(payload.pop("recent_returns")) == 4  # one episode (52 steps) ended in each of the 4 envs
+    save_checkpoint(latest, {key: value for key, value in payload.items() if key != "format_version"})
+    assert resume(tmp_path, "total_steps=448") == 0  # the next 4 episodes end at step 416
+    assert final_return_of(tmp_path).endswith("episodes since the resume at step 256)")
 
 
 def test_resume_refuses_a_missing_checkpoint(tmp_path):

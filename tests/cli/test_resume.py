@@ -15,7 +15,8 @@ from recurl.train import prepare, run, train
 
 
 def resumed(*args):
-    """(cfg, run folder, envs, agent) of ``python -m recurl.train ARGS``, a resume, in this process."""
+    """(cfg, run folder, envs, agent, recent returns) of ``python -m recurl.train ARGS``, a resume, in this
+    process."""
     return prepare(config(*args), list(args), Path("unused"))
 
 
@@ -28,7 +29,7 @@ def test_a_resume_without_env_snapshot_starts_the_agent_on_the_fresh_episodes(tm
     async_envs = ["env.vectorization=async", "total_steps=64"]
     assert train(config(*async_envs), tmp_path) == 0
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["envs"] is None
-    _, _, envs, agent = resumed(f"resume={tmp_path}", *async_envs)
+    _, _, envs, agent, _ = resumed(f"resume={tmp_path}", *async_envs)
     fresh_envs, fresh = setup(config(*async_envs))
     try:
         assert agent.actor.next["reset"].all()
@@ -45,7 +46,7 @@ def test_a_learning_rate_given_beside_resume_applies(anneal, tmp_path):
     """Iterates of 64 env steps: resumed at iterate 2 of 4, an annealed rate is half the new base rate."""
     assert train(config("total_steps=128", f"agent.anneal_lr={anneal}"), tmp_path) == 0
     args = [f"resume={tmp_path}", "total_steps=256", "agent.learning_rate=0.01"]
-    _, _, envs, agent = resumed(*args, f"agent.anneal_lr={anneal}")
+    _, _, envs, agent, _ = resumed(*args, f"agent.anneal_lr={anneal}")
     try:
         metrics, _ = agent.iterate()
     finally:
@@ -63,8 +64,8 @@ def test_overrides_beside_resume_are_checked_against_the_resumed_runs_groups(tmp
     assert typo.startswith("agent.epsilon_ed=0.05: agent=dqn has no key 'epsilon_ed'; its keys are batch_size,")
     args = with_saved_groups([f"resume={dqn}", "agent.epsilon_end=0.05", "total_steps=64"])
     assert command_line_error(args) is None
-    cfg, run_dir, envs, agent = resumed(*args)  # the groups added are the run's own: the resume accepts them
-    assert cfg.agent.epsilon_end == 0.05 and run(cfg, run_dir, envs, agent) == 0
+    prepared = resumed(*args)  # the groups added are the run's own: the resume accepts them
+    assert prepared[0].agent.epsilon_end == 0.05 and run(*prepared) == 0
 
 
 def test_a_dqn_only_key_beside_resume_from_the_command_line(tmp_path):

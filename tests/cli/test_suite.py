@@ -49,15 +49,15 @@ def test_existing_resume_continues_an_interrupted_run_in_place(tmp_path):
     assert train(compose_config(*TINY, "total_steps=128"), cut) == 0
     (cut / "checkpoints" / "final.pt").unlink()  # as if stopped at step 128 of 256: only latest.pt
     overrides = ["existing=resume", "total_steps=256"]
-    cfg, run_dir, envs, agent = prepare(compose_config(*TINY, *overrides), overrides, cut)
+    cfg, run_dir, envs, agent, recent_returns = prepare(compose_config(*TINY, *overrides), overrides, cut)
     assert run_dir == cut and agent.global_step == 128
-    assert run(cfg, run_dir, envs, agent) == 0
+    assert run(cfg, run_dir, envs, agent, recent_returns) == 0
     assert rows(cut) == rows(full)
 
 
 def test_existing_resume_restarts_a_run_that_stopped_before_its_first_checkpoint(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,episode_return\n64,0.5\n")
-    cfg, run_dir, envs, agent = prepare(compose_config(*TINY, "existing=resume"), ["existing=resume"], tmp_path)
+    _, run_dir, envs, agent, _ = prepare(compose_config(*TINY, "existing=resume"), ["existing=resume"], tmp_path)
     envs.close()
     assert run_dir == tmp_path and agent.global_step == 0 and not (tmp_path / "metrics.csv").exists()
 
