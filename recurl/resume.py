@@ -18,7 +18,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from recurl.checkpoint import load_checkpoint
+from recurl.trackers import flatten
 
+#: The ``experiment=`` presets.
+PRESETS = Path(__file__).parent / "conf" / "experiment"
 #: What a checkpoint was made for: override key -> the config key it must agree with on resume.
 FIXED = {
     "agent": "agent.name", "agent.name": "agent.name",
@@ -123,12 +126,28 @@ def resumed_config(checkpoint: Path, overrides: list[str], composed: DictConfig)
             if value != str(saved):
                 raise ValueError(f"{override}: a resumed run keeps its {FIXED[key]} ({saved}); start a new run instead")
         elif key == "experiment":
-            raise ValueError(f"{override}: a preset sets up a new run; a resumed run keeps its own settings")
+            _check_preset(value, cfg, overrides)
         elif isinstance(composed.get(key), DictConfig):
             cfg[key] = composed[key]
         else:
             cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
     return cfg
+
+
+def _check_preset(name: str, cfg: DictConfig, overrides: list[str]) -> None:
+    """A preset beside a resume is accepted only as the one the run was made with (as when a suite, or any command
+    with ``existing=resume``, is run again): each setting it makes must equal the run's, unless the command line
+    sets that key itself. Otherwise a ValueError names the first that differs."""
+    preset = OmegaConf.load(PRESETS / f"{name}.yaml")
+    preset.pop("defaults", None)
+    given = {override.lstrip("+").partition("=")[0] for override in overrides}
+    for key, value in flatten(OmegaConf.to_container(preset)).items():
+        saved = OmegaConf.select(cfg, key)
+        if key not in given and saved != value:
+            raise ValueError(
+                f"experiment={name}: this run was not made with it ({key} is {saved}, the preset's {value}); a "
+                "resumed run keeps its own settings, so leave the preset out"
+            )
 
 
 def truncate_metrics(path: Path, step: int) -> None:

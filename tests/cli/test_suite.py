@@ -55,6 +55,36 @@ def test_existing_resume_continues_an_interrupted_run_in_place(tmp_path):
     assert rows(cut) == rows(full)
 
 
+#: The POPGym preset at a tiny size: what a suite run with experiment=popgym passes to each of its jobs.
+POPGYM_TINY = [
+    "experiment=popgym", "env.num_envs=2", "agent.rollout_steps=16", "agent.minibatches=1", "agent.epochs=1",
+    "memory.hidden_size=8", "torch_threads=1",
+]
+
+
+def test_existing_resume_accepts_the_preset_the_run_was_made_with(tmp_path):
+    """A suite run with experiment=popgym, run again after an interruption, resumes each unfinished job."""
+    first = [*POPGYM_TINY, "existing=resume", "total_steps=32"]
+    assert run(*prepare(compose_config(*first), first, tmp_path)) == 0
+    (tmp_path / "checkpoints" / "final.pt").unlink()  # as if stopped at step 32
+    again = [*POPGYM_TINY, "existing=resume", "total_steps=64"]
+    cfg, run_dir, envs, agent, recent_returns = prepare(compose_config(*again), again, tmp_path)
+    assert run_dir == tmp_path and agent.global_step == 32 and cfg.agent.learning_rate == 5e-5
+    assert run(cfg, run_dir, envs, agent, recent_returns) == 0
+
+
+def test_resume_refuses_a_preset_the_run_was_not_made_with(tmp_path):
+    plain = [item for item in POPGYM_TINY if item != "experiment=popgym"]
+    assert train(compose_config(*plain, "agent.learning_rate=0.001", "total_steps=32"), tmp_path) == 0
+    resume = [*POPGYM_TINY, f"resume={tmp_path}", "total_steps=64"]
+    with pytest.raises(ValueError) as error:
+        prepare(compose_config(*resume), resume, tmp_path)
+    assert str(error.value) == (
+        "experiment=popgym: this run was not made with it (agent.learning_rate is 0.001, the preset's 5e-05); a "
+        "resumed run keeps its own settings, so leave the preset out"
+    )
+
+
 def test_existing_resume_restarts_a_run_that_stopped_before_its_first_checkpoint(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,episode_return\n64,0.5\n")
     _, run_dir, envs, agent, _ = prepare(compose_config(*TINY, "existing=resume"), ["existing=resume"], tmp_path)
