@@ -50,10 +50,15 @@ class SequenceReplay:
         """
         num_envs = step.batch_size[0]
         self.slots = capacity // num_envs // period * period
-        if window > self.slots:
+        # Sequences start every ``period`` steps, and one can be sampled while it lies whole in the ring: its start
+        # in [written - slots, written - window]. Only a span of period - 1 or more always holds a start; a shorter
+        # one holds none at some steps once the ring wraps, and those updates would be skipped.
+        needed = -(-(window + period - 1) // period) * period
+        if self.slots < needed:
             raise ValueError(
-                f"replay capacity {capacity} holds {self.slots} steps per env (a multiple of {period}), "
-                f"fewer than one sequence of {window}"
+                f"replay capacity {capacity} holds {self.slots} steps per env (a multiple of {period}); sequences of "
+                f"{window} steps starting every {period} need {needed} per env, so that one is always whole: give at "
+                f"least {needed * num_envs}"
             )
         self.num_envs, self.period, self.window = num_envs, period, window
         self.steps = _zeros_like_rows(step, self.slots)

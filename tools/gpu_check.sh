@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, in one device call from the repository root: install what the GPU image lacks (wheels carried in
-# .whl/) and the project, print the GPU and versions, run the kernel and memory tests on CUDA, print the kernels
-# table and end-to-end PPO speed per backbone. Each part runs under its own time limit, all of them under one
-# deadline, and tees its output to a file in $OUT, so that a hang costs one part and partial results still come back.
+# .whl/) and the project, print the GPU and versions, run the kernel and memory tests and a DQN update on CUDA, print
+# the kernels table and end-to-end PPO speed per backbone. Each part runs under its own time limit, all of them under
+# one deadline, and tees its output to a file in $OUT, so that a hang costs one part and partial results still come
+# back.
 #
 #   bash tools/gpu_check.sh          on the GPU machine (BENCHMARKS.md, "Triton kernels", gives the device call)
 #   bash tools/gpu_check.sh --tiny   a dry run on CPU: Triton's interpreter, tiny sizes, a few tests; OUT defaults to
@@ -118,7 +119,8 @@ tests() {
         python3 -m pytest "${options[@]}" tests/kernels/test_gated_scan_triton.py tests/memory/test_memory_contract.py \
             -k "mingru and not minlstm" --maxfail 3
     else
-        OMP_NUM_THREADS=2 python3 -m pytest "${options[@]}" tests/kernels tests/memory
+        OMP_NUM_THREADS=2 python3 -m pytest "${options[@]}" tests/kernels tests/memory \
+            tests/agents/test_dqn.py::test_a_dqn_iteration_learns_on_cuda
     fi
 }
 

@@ -32,7 +32,7 @@ TINY = [
 ]
 
 
-def counter_agent(memory="mingru", truncate=False, lengths=(3, 5, 4, 7), num_envs=3, **config):
+def counter_agent(memory="mingru", truncate=False, lengths=(3, 5, 4, 7), num_envs=3, device=CPU, **config):
     envs = make_vector_env(
         "gym", COUNTER_ID, num_envs, seed=0, env_kwargs={"episode_lengths": lengths, "truncate": truncate}
     )
@@ -43,7 +43,7 @@ def counter_agent(memory="mingru", truncate=False, lengths=(3, 5, 4, 7), num_env
     config = DQNConfig(**{**options, **config})
     inputs = 2 + 2 * config.previous_action + config.previous_reward  # Counter: 2 numbers, Discrete(2) actions
     mem = make_memory(memory, inputs, 16, num_layers=2).double()
-    return DQN(config, envs, mem, device=CPU, total_steps=10_000, seed=0)
+    return DQN(config, envs, mem.to(device), device=device, total_steps=10_000, seed=0)
 
 
 def record_steps(agent):
@@ -109,6 +109,21 @@ def test_replay_samples_exactly_the_whole_sequences_still_in_the_ring():
         assert torch.equal(batch["steps", "t"], batch["start"][:, None] + torch.arange(window))
         assert torch.equal(batch["steps", "env"], batch["env"][:, None].expand(64, window))
         assert torch.equal(batch["start_state", "t"], batch["start"]) and torch.equal(batch["start_state", "env"], batch["env"])
+
+
+def test_a_ring_that_would_at_times_hold_no_whole_sequence_is_refused():
+    """Sequences start every ``period`` steps; with fewer than window + period - 1 steps per env, some steps after the
+    ring wraps find no start whole in it, and DQN would skip those updates without a word."""
+    num_envs, period, window = 2, 8, 15
+
+    def record(t):
+        return TensorDict(t=torch.full((num_envs,), t), batch_size=[num_envs])
+    with pytest.raises(ValueError, match="need 24 per env, so that one is always whole: give at least 48$"):
+        SequenceReplay(record(0), record(0), num_envs * 16, period, window)
+    replay = SequenceReplay(record(0), record(0), num_envs * 24, period, window)
+    for written in range(1, 200):
+        replay.add(record(written - 1), record(written - 1))
+        assert replay.num_sequences > 0 or written < window
 
 
 def test_sequences_never_mix_episodes_without_a_reset_flag():
@@ -363,6 +378,15 @@ def test_box_actions_are_refused_with_the_ppo_hint():
         DQN(DQNConfig(), envs, make_memory("mlp", 3, 8), device=CPU, total_steps=100, seed=0)
     with pytest.raises(ValueError, match=r"agent=ppo"):
         setup(config("env=gym", "env.id=Pendulum-v1"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("priority_exponent", [0.0, 0.9])
+def test_a_dqn_iteration_learns_on_cuda(priority_exponent):
+    """The replay draws its sequences and importance weights on the CPU; the loss must meet them on the device."""
+    agent = counter_agent(device=torch.device("cuda"), priority_exponent=priority_exponent)
+    metrics, _ = agent.iterate()
+    assert agent.updates > 0 and math.isfinite(metrics["loss"])
 
 
 def test_config_mistakes_are_refused():
