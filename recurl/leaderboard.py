@@ -63,7 +63,8 @@ def rank_memories(rows: list[dict[str, Any]]) -> None:
     scores: dict[str, list[float]] = {}
     for row in rows:
         scores.setdefault(row["memory"], []).append(row["mmer"])
-    means = {memory: float(np.mean(values)) for memory, values in scores.items()}
+    # fsum: a correctly rounded sum, so equal scores in another task order give equal means (and share a rank)
+    means = {memory: math.fsum(values) / len(values) for memory, values in scores.items()}
     complete = {memory: means[memory] for memory, values in scores.items() if len(values) == len(tasks)}
     for row in rows:
         row["suite_mean"] = means[row["memory"]]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import write_run
 from recurl.compare import main
-from recurl.leaderboard import format_markdown, leaderboard_rows, write_leaderboard
+from recurl.leaderboard import format_markdown, leaderboard_rows, rank_memories, write_leaderboard
 from recurl.run_groups import CompareError
 
 NAN = math.nan
@@ -125,3 +125,13 @@ def test_is_not_a_command():
     assert result.stderr == (
         "recurl.leaderboard: error: not a command; run python -m recurl.compare DIR [DIR ...] --leaderboard\n"
     )
+
+
+def test_memories_with_equal_scores_in_another_task_order_share_a_rank():
+    rows = [
+        {"task": task, "memory": memory, "mmer": score}
+        for memory, scores in {"gru": (0.1, 0.2, 0.3), "lstm": (0.3, 0.2, 0.1)}.items()
+        for task, score in zip(("a", "b", "c"), scores)
+    ]
+    rank_memories(rows)
+    assert len({row["suite_mean"] for row in rows}) == 1 and {row["rank"] for row in rows} == {1}
