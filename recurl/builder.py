@@ -107,9 +107,10 @@ def setup(cfg: DictConfig) -> tuple[VectorEnv, Agent]:
     return envs, agent
 
 
-def load_into(checkpoint: Path, envs: VectorEnv, agent: Agent) -> list[float] | None:
+def load_into(checkpoint: Path, envs: VectorEnv, agent: Agent) -> dict | None:
     """Restore agent, env episodes and RNG streams from ``checkpoint`` (refused in one line if it does not fit);
-    returns the run's last episode returns before it, for its final return (``None`` from a checkpoint without them).
+    returns the run's last episode returns before it (``RunLogger.returns_record``), for its final return (``None``
+    from a checkpoint without them).
 
     A checkpoint without the envs' episodes (``async`` vectorization keeps none) leaves the envs in the fresh episodes
     ``setup`` reset them to, and the agent acting on those (``RecurrentAgent.load_state_dict``'s ``envs_restarted``).
@@ -124,4 +125,4 @@ def load_into(checkpoint: Path, envs: VectorEnv, agent: Agent) -> list[float] | 
         # torch's state-dict errors put their summary on the first line and what does not fit on the next
         reason = " ".join(line.strip() for line in str(error).strip().splitlines()[:2])
         raise CheckpointError(f"checkpoint {checkpoint} does not fit this run: {reason}") from None
-    return payload.get("recent_returns")
+    return payload.get("returns")

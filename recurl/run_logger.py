@@ -10,9 +10,10 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
@@ -33,10 +34,10 @@ FINAL_EPISODES = 100
 class RunLogger:
     def __init__(
         self, run_dir: Path, total_steps: int, start_step: int = 0, *, tracker: Tracker | None = None,
-        config: dict | None = None, recent_returns: Sequence[float] | None = None,
+        config: dict | None = None, returns_record: dict[str, Any] | None = None,
     ):
-        """``recent_returns``: a resumed run's last episode returns before its checkpoint (``None`` when the
-        checkpoint predates recording them: the final return then covers this session's episodes only)."""
+        """``returns_record``: a resumed run's ``returns_record()`` as its checkpoint kept it; ``None`` when the
+        checkpoint predates them, and the final return then covers the episodes since this resume only."""
         self.path = run_dir / "metrics.csv"
         self.columns: list[str] | None = None
         # A resumed run's wall time goes on from its last row (the checkpoint's: metrics.csv was cut back to it).
@@ -56,8 +57,10 @@ class RunLogger:
         self.progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
         self.started, self.last_step = time.perf_counter(), start_step
         self.start_step = start_step
-        self.session_only = bool(start_step) and recent_returns is None
-        self.recent_returns: deque[float] = deque(recent_returns or (), maxlen=FINAL_EPISODES)
+        record = returns_record or {"since": start_step, "returns": []}
+        #: The step from which ``recent_returns`` covers the run's episodes: 0, unless a resume lost the earlier ones.
+        self.returns_since: int = record["since"]
+        self.recent_returns: deque[float] = deque(record["returns"], maxlen=FINAL_EPISODES)
 
     def log(
         self, step: int, metrics: dict[str, float], episodes: list[tuple[float, int]],
@@ -102,6 +105,11 @@ class RunLogger:
             postfix["eval"] = f"{row['eval_return']:.3f}"
         self.progress.set_postfix(**postfix, sps=f"{row['sps']:.0f}", refresh=False)
 
+    def returns_record(self) -> dict[str, Any]:
+        """What a checkpoint keeps for the final return of the run it resumes: the last episode returns, and the
+        step from which they cover the run."""
+        return {"since": self.returns_since, "returns": list(self.recent_returns)}
+
     @property
     def final_return(self) -> float:
         """The mean return of the run's last ``FINAL_EPISODES`` episodes (NaN before one ended)."""
@@ -113,7 +121,7 @@ class RunLogger:
         if count:
             which = f"mean of the last {count} episodes" if count == FINAL_EPISODES else f"mean of all {count} episodes"
             which = which if count > 1 else "its only episode"
-            since = f" since the resume at step {self.start_step:,}" if self.session_only else ""
+            since = f" since the resume at step {self.returns_since:,}" if self.returns_since else ""
             result = f"final return {self.final_return:.3f} ({which}{since})"
         else:
             result = "no episode ended"

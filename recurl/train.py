@@ -78,10 +78,10 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def run(cfg: DictConfig, run_dir: Path, envs, agent, recent_returns: list[float] | None = None) -> int:
+def run(cfg: DictConfig, run_dir: Path, envs, agent, returns_record: dict | None = None) -> int:
     """Train ``agent`` until ``total_steps``; returns the process exit code (0, non-zero when stopped early, 2 for a
     mistake in the evaluation or logger options, or a tracker that cannot start: one line, and nothing written).
-    However training ends, the last line says so (``run_log``). ``recent_returns``: a resumed run's last episode
+    However training ends, the last line says so (``run_log``). ``returns_record``: a resumed run's last episode
     returns before its checkpoint (``load_into``), so that its final return is the run's, not the session's."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -95,7 +95,7 @@ def run(cfg: DictConfig, run_dir: Path, envs, agent, recent_returns: list[float]
     with run_log(run_dir) as log:
         logger = RunLogger(
             run_dir, cfg.total_steps, start_step=agent.global_step, tracker=tracker, config=config,
-            recent_returns=recent_returns,
+            returns_record=returns_record,
         )
         code, status = 1, "crashed"
         try:
@@ -127,7 +127,7 @@ def _train(
             "config": config,
             "envs": snapshot(envs) if cfg.env.vectorization == "sync" else None,
             "rng": {"torch": torch.get_rng_state()},
-            "recent_returns": list(logger.recent_returns),
+            "returns": logger.returns_record(),
         }
         for path in paths:
             save_checkpoint(path, payload)
@@ -173,7 +173,7 @@ OmegaConf.register_new_resolver("recurl_slug", lambda text: re.sub(r"[^A-Za-z0-9
 def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
     """Everything before training: a new run in ``new_run_dir``, or, with ``resume``, the saved run with
     ``overrides`` (the command line's) applied, restored from its checkpoint; ``existing`` says what happens when
-    ``new_run_dir`` already holds a run. Returns ``run``'s arguments (cfg, run_dir, envs, agent, recent_returns), or
+    ``new_run_dir`` already holds a run. Returns ``run``'s arguments (cfg, run_dir, envs, agent, returns_record), or
     None when that run is finished."""
     if cfg.resume is None:
         found = existing_run(new_run_dir, cfg.existing, positive_int(cfg, "total_steps"))
@@ -185,9 +185,9 @@ def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
     run_dir, checkpoint = resolve_resume(str(cfg.resume or new_run_dir))
     cfg = resumed_config(checkpoint, overrides, cfg)
     envs, agent = setup(cfg)
-    recent_returns = load_into(checkpoint, envs, agent)
+    returns_record = load_into(checkpoint, envs, agent)
     truncate_metrics(run_dir / "metrics.csv", agent.global_step)
-    return cfg, run_dir, envs, agent, recent_returns
+    return cfg, run_dir, envs, agent, returns_record
 
 
 def check_run_options(cfg: DictConfig) -> None:
@@ -220,8 +220,8 @@ def hydra_main(cfg: DictConfig) -> None:
         sys.exit(2)
     if prepared is None:
         return
-    cfg, run_dir, envs, agent, recent_returns = prepared
-    code = run(cfg, run_dir, envs, agent, recent_returns)
+    cfg, run_dir, envs, agent, returns_record = prepared
+    code = run(cfg, run_dir, envs, agent, returns_record)
     if code == 2:  # refused before training: nothing of this command is kept
         forget_hydra_record(run_dir)
     if code:  # sys.exit(0) would end a Hydra multirun after its first job

@@ -68,9 +68,9 @@ def final_return_of(run_dir):
 def resume(path, *overrides):
     """What ``python -m recurl.train resume=PATH OVERRIDES`` does, in this process."""
     args = [f"resume={path}", *overrides]
-    cfg, run_dir, envs, agent, recent_returns = prepare(config(*args), args, Path("unused"))
+    cfg, run_dir, envs, agent, returns_record = prepare(config(*args), args, Path("unused"))
     assert run_dir in (path, path.parent.parent)
-    return run(cfg, run_dir, envs, agent, recent_returns)
+    return run(cfg, run_dir, envs, agent, returns_record)
 
 
 @pytest.mark.parametrize("memory", ["mingru", "aaren", "lstm"])
@@ -139,10 +139,13 @@ def test_a_checkpoint_without_the_runs_last_returns_gives_the_sessions_final_ret
     assert train(config("total_steps=256"), tmp_path) == 0
     latest = tmp_path / "checkpoints" / "latest.pt"
     payload = load_checkpoint(latest)
-    assert len(payload.pop("recent_returns")) == 4  # one episode (52 steps) ended in each of the 4 envs
+    record = payload.pop("returns")
+    assert record["since"] == 0 and len(record["returns"]) == 4  # one episode (52 steps) ended in each env
     save_checkpoint(latest, {key: value for key, value in payload.items() if key != "format_version"})
     assert resume(tmp_path, "total_steps=448") == 0  # the next 4 episodes end at step 416
-    assert final_return_of(tmp_path).endswith("episodes since the resume at step 256)")
+    assert final_return_of(tmp_path).endswith("mean of all 4 episodes since the resume at step 256)")
+    assert resume(tmp_path, "total_steps=640") == 0  # resumed again: the summary still says what it covers
+    assert final_return_of(tmp_path).endswith("mean of all 8 episodes since the resume at step 256)")
 
 
 def test_resume_refuses_a_missing_checkpoint(tmp_path):

@@ -49,9 +49,9 @@ def test_existing_resume_continues_an_interrupted_run_in_place(tmp_path):
     assert train(compose_config(*TINY, "total_steps=128"), cut) == 0
     (cut / "checkpoints" / "final.pt").unlink()  # as if stopped at step 128 of 256: only latest.pt
     overrides = ["existing=resume", "total_steps=256"]
-    cfg, run_dir, envs, agent, recent_returns = prepare(compose_config(*TINY, *overrides), overrides, cut)
+    cfg, run_dir, envs, agent, returns_record = prepare(compose_config(*TINY, *overrides), overrides, cut)
     assert run_dir == cut and agent.global_step == 128
-    assert run(cfg, run_dir, envs, agent, recent_returns) == 0
+    assert run(cfg, run_dir, envs, agent, returns_record) == 0
     assert rows(cut) == rows(full)
 
 
@@ -68,9 +68,9 @@ def test_existing_resume_accepts_the_preset_the_run_was_made_with(tmp_path):
     assert run(*prepare(compose_config(*first), first, tmp_path)) == 0
     (tmp_path / "checkpoints" / "final.pt").unlink()  # as if stopped at step 32
     again = [*POPGYM_TINY, "existing=resume", "total_steps=64"]
-    cfg, run_dir, envs, agent, recent_returns = prepare(compose_config(*again), again, tmp_path)
+    cfg, run_dir, envs, agent, returns_record = prepare(compose_config(*again), again, tmp_path)
     assert run_dir == tmp_path and agent.global_step == 32 and cfg.agent.learning_rate == 5e-5
-    assert run(cfg, run_dir, envs, agent, recent_returns) == 0
+    assert run(cfg, run_dir, envs, agent, returns_record) == 0
 
 
 def test_resume_refuses_a_preset_the_run_was_not_made_with(tmp_path):
