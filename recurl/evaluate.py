@@ -5,8 +5,10 @@
 Episode ``i`` starts from ``env.reset(seed=S + i)`` (``S`` defaults to 1,000,000 + the run's seed, away from the
 seeds its training envs drew), so an evaluation is reproducible and two policies can be compared on the same
 episodes. Actions are the most likely ones unless ``--sampled``; then episode ``i`` samples its actions from a torch
-generator of its own, seeded with ``S + i``. ``K`` envs play at once (each its own share of the episodes, in order);
-the results do not depend on ``K``. It prints the mean ± std of the return and the length and writes one row per
+generator of its own, seeded with ``S + i``. ``K`` envs play at once (each its own share of the episodes, in order).
+The results repeat exactly for the same ``K``; across ``K`` they agree up to floating-point rounding (a batch of
+another size rounds its matrix products differently): in practice the same discrete actions, and continuous actions
+(Box) that differ in their last bits. It prints the mean ± std of the return and the length and writes one row per
 episode to ``RUN/eval.csv`` (replaced atomically).
 
 Training's periodic evaluation (``eval_every``) uses ``evaluate_policy`` with the live network, most likely actions

@@ -106,8 +106,9 @@ class Policy:
 
         ``deterministic``: the most likely action (PPO) or the greedy one (DQN); else a sample (PPO) or ε-greedy at the
         run's final ε (DQN), drawn from torch's global generator; given ``generators`` (CPU ``torch.Generator``s, one
-        per env), env ``i``'s from ``generators[i]`` alone, whatever the other envs (``generators`` are not read for
-        deterministic actions).
+        per env), env ``i``'s noise from ``generators[i]`` alone, whatever the other envs (``generators`` are not read
+        for deterministic actions). The network runs on the whole batch, whose size can change the rounding of its
+        matrix products: an env's continuous actions may differ in their last bits with the envs beside it.
         """
         batched = _is_batched(self.observation_space, obs)
         items = _unbatch(self.observation_space, obs) if batched else [obs]

@@ -27,6 +27,7 @@ ENVS = {
     "minigrid": ["env=minigrid", "env.id=MiniGrid-MemoryS7-v0", "env.max_episode_steps=30"],  # Dict observations
     "dqn": ["agent=dqn", "env=popgym", "env.id=CountRecallEasy", "agent.learning_starts=64", "agent.batch_size=4",
             "agent.buffer_capacity=512", "agent.previous_reward=true"],
+    "box": ["env=popgym", "env.id=PositionOnlyPendulumEasy", "env.max_episode_steps=40"],  # continuous actions
 }
 
 
@@ -98,6 +99,20 @@ def test_sampled_evaluation_is_reproducible_and_independent_of_the_number_of_env
     torch.manual_seed(123)
     assert evaluate_policy(policy, 6, seed=7, deterministic=False, num_envs=4) == one
     assert one != evaluate_policy(policy, 6, seed=7)  # the actions were sampled
+
+
+def test_sampled_continuous_actions_repeat_and_agree_across_the_number_of_envs_up_to_rounding(runs):
+    """A batch of another size rounds the network's matrix products differently, so Box actions may differ in their
+    last bits across ``num_envs``; for one ``num_envs`` they repeat exactly, whatever torch's global stream."""
+    policy = recurl.load_policy(runs["box"])
+    three = evaluate_policy(policy, 6, seed=7, deterministic=False, num_envs=3)
+    torch.manual_seed(123)
+    assert evaluate_policy(policy, 6, seed=7, deterministic=False, num_envs=3) == three
+    one = evaluate_policy(policy, 6, seed=7, deterministic=False, num_envs=1)
+    assert [e.seed for e in one] == [e.seed for e in three]
+    assert [e.episode_return for e in one] == pytest.approx([e.episode_return for e in three], rel=1e-5)
+    likeliest = evaluate_policy(policy, 6, seed=7)
+    assert [e.episode_return for e in one] != pytest.approx([e.episode_return for e in likeliest])  # sampled
 
 
 def test_evaluate_cli_writes_one_row_per_episode(runs, capsys):
