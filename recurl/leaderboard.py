@@ -1,4 +1,4 @@
-"""The leaderboard of a suite of runs: tasks x memories, scored by POPGym's MMER.
+"""The leaderboard of a suite of runs: tasks x memories, scored by max-mean episode return (MMER, after POPGym).
 
 Its rows are ``recurl.compare``'s groups, one per task x memory. A memory is a configuration: the backbone, with the
 agent and any other key that differs between the runs of a task (``mingru total_steps=512``), labelled alike on every
