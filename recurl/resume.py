@@ -1,11 +1,12 @@
 """Continuing a run in place: find its checkpoint, rebuild its config, and trim its metrics to the checkpoint.
 
-Hydra makes a run folder before any code of ours runs, so ``config.yaml`` points ``hydra.run.dir`` at the resumed
-run's folder through ``run_dir_for`` and puts Hydra's record of the resuming command in ``.hydra/resume-<time>/``
-(``output_subdir_for``): the run's original ``.hydra/config.yaml`` stays as it was. A *new* run pointed at a folder
-that already holds a run (``holds_a_run``) gets no Hydra record at all, so that nothing there is overwritten before
-``recurl.train`` refuses it, or, with ``existing=resume`` (``existing_run``), skips it when it is finished or continues
-it in place when it was interrupted. That is how a re-run sweep (``recurl.suite``) picks up where it stopped.
+Hydra makes a run folder before any code of ours runs, so ``config.yaml`` points ``hydra.run.dir`` at the resumed run's
+folder through ``run_dir_for`` and puts Hydra's record of the resuming command in ``.hydra/resume-<time>/``
+(``output_subdir_for``): the run's original ``.hydra/config.yaml`` stays as it was, and the config the run continues
+with goes to ``.hydra/resumed.yaml`` (``record_resumed_config``). A *new* run pointed at a folder that already holds a
+run (``holds_a_run``) gets no Hydra record at all, so that nothing there is overwritten before ``recurl.train`` refuses
+it, or, with ``existing=resume`` (``existing_run``), skips it when it is finished or continues it in place when it was
+interrupted. That is how a re-run sweep (``recurl.suite``) picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from recurl.checkpoint import load_checkpoint
+from recurl.run_groups import RESUMED_CONFIG
 from recurl.trackers import flatten
 
 #: The ``experiment=`` presets.
@@ -148,6 +150,16 @@ def _check_preset(name: str, cfg: DictConfig, overrides: list[str]) -> None:
                 f"experiment={name}: this run was not made with it ({key} is {saved}, the preset's {value}); a "
                 "resumed run keeps its own settings, so leave the preset out"
             )
+
+
+def record_resumed_config(run_dir: Path, config: dict) -> None:
+    """Write the config a resumed run now runs with (``RESUMED_CONFIG``), replacing the last resume's at once: what
+    ``recurl.compare`` groups the run by."""
+    path = run_dir / RESUMED_CONFIG
+    path.parent.mkdir(exist_ok=True)  # a run trained through recurl.train.train, not Hydra, has no .hydra yet
+    tmp = path.with_suffix(".yaml.tmp")
+    OmegaConf.save(OmegaConf.create(config), tmp)
+    os.replace(tmp, path)
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -54,6 +54,9 @@ BOOKKEEPING = frozenset(
 #: Keys that change what a run records, not what it learns, besides every ``logger.*`` key (``learning_keys``).
 RECORDING = frozenset({"eval_every", "eval_episodes"})
 REQUIRED = ("seed", "env.id", "agent.name", "memory.name")
+#: A resumed run's config as it runs now (``recurl.train`` writes it at each resume, which may change a run's
+#: ``total_steps`` or learning rate); Hydra's ``.hydra/config.yaml`` keeps the one the run started with.
+RESUMED_CONFIG = Path(".hydra") / "resumed.yaml"
 FINAL_FRACTION = 0.1
 GRID_POINTS = 200
 BOOTSTRAP_RESAMPLES = 2000
@@ -152,7 +155,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_run(path: Path) -> Run:
-    config_file = path / ".hydra" / "config.yaml"
+    config_file = path / RESUMED_CONFIG
+    if not config_file.is_file():
+        config_file = path / ".hydra" / "config.yaml"
     try:
         tree = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
     except yaml.YAMLError:

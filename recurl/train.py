@@ -46,6 +46,7 @@ from recurl.resume import (
     existing_run,
     holds_a_run,
     output_subdir_for,
+    record_resumed_config,
     resolve_resume,
     resumed_config,
     run_dir_for,
@@ -92,6 +93,8 @@ def run(cfg: DictConfig, run_dir: Path, envs, agent, returns_record: dict | None
         envs.close()
         print(f"recurl.train: error: {error}", file=sys.stderr)
         return 2
+    if agent.global_step:  # resumed: what it runs with now, perhaps another total_steps, is what it is compared by
+        record_resumed_config(run_dir, config)
     with run_log(run_dir) as log:
         logger = RunLogger(
             run_dir, cfg.total_steps, start_step=agent.global_step, tracker=tracker, config=config,

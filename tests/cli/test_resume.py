@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_reliability import ONE_ENV, TINY, config
 
 from recurl.builder import setup
 from recurl.checkpoint import CheckpointError, load_checkpoint
 from recurl.cli_errors import command_line_error, with_saved_groups
+from recurl.run_groups import load_run
 from recurl.train import prepare, run, train
 
 
@@ -101,3 +103,18 @@ def test_an_override_that_changes_a_weights_shape_is_refused_naming_the_weight(t
     assert train(config("memory=ffm", "total_steps=64"), tmp_path) == 0
     with pytest.raises(CheckpointError, match=r"does not fit this run: Error\(s\) .* size mismatch for memory\."):
         resumed(f"resume={tmp_path}", "memory=ffm", "memory.context_size=2")
+
+
+def test_a_resumed_run_is_compared_by_the_config_it_runs_with_now(tmp_path):
+    """A resume may extend total_steps or change the learning rate; Hydra's record keeps the config the run started
+    with, so recurl.compare groups by the one the last resume wrote."""
+    assert train(config("total_steps=64"), tmp_path) == 0
+    (tmp_path / ".hydra").mkdir()  # Hydra's record, as python -m recurl.train writes it
+    OmegaConf.save(config("total_steps=64"), tmp_path / ".hydra" / "config.yaml")
+    started = (tmp_path / ".hydra" / "config.yaml").read_text()
+    args = [f"resume={tmp_path}", "total_steps=128", "agent.learning_rate=0.01"]
+    assert run(*resumed(*args)) == 0
+    assert (tmp_path / ".hydra" / "config.yaml").read_text() == started
+    grouped_by = load_run(tmp_path).config
+    assert grouped_by["total_steps"] == 128 and grouped_by["agent.learning_rate"] == 0.01
+
