@@ -29,7 +29,17 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from recurl.run_groups import Run, bootstrap_band, final_return, load_groups, mmer, return_used, seeds_text
+from recurl.run_groups import (
+    CompareError,
+    Run,
+    bootstrap_band,
+    common_grid,
+    final_return,
+    load_groups,
+    mmer,
+    return_used,
+    seeds_text,
+)
 
 COLUMNS = [
     "task", "memory", "seeds", "mmer", "mmer_low", "mmer_high", "final_return", "return_used", "suite_mean", "rank",
@@ -43,6 +53,10 @@ def short_task(env_id: str) -> str:
 
 
 def task_row(task: str, memory: str, runs: list[Run]) -> dict[str, Any]:
+    try:  # seeds that share no steps are refused, as compare refuses them
+        common_grid([(run.steps, run.returns) for run in runs])
+    except CompareError as error:
+        raise CompareError(f"{memory} on {task}: {error}; rerun or leave out the seed that stopped early") from None
     scores = np.array([[mmer(run.returns)] for run in runs])  # [seeds, 1]: one point for bootstrap_band
     low, high = bootstrap_band(scores)
     return {

@@ -135,3 +135,18 @@ def test_memories_with_equal_scores_in_another_task_order_share_a_rank():
     ]
     rank_memories(rows)
     assert len({row["suite_mean"] for row in rows}) == 1 and {row["rank"] for row in rows} == {1}
+
+
+def test_seeds_that_share_no_steps_are_refused_as_compare_refuses_them(tmp_path, capsys):
+    """One seed stopped at step 200, the other's first episode ended at 300: no step at which both have a return."""
+    nan = math.nan
+    write_run(tmp_path / "s0", [0.9, 0.1], steps=[100, 200], seed=0)
+    write_run(tmp_path / "s1", [nan, nan, 0.2, 0.3, 0.4], steps=[100, 200, 300, 400, 500], seed=1)
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path), "--leaderboard"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        "recurl.compare: error: mingru on popgym-RepeatPreviousEasy-v0: curves do not overlap in steps (one starts at "
+        "300, another ends at 200); rerun or leave out the seed that stopped early\n"
+    )
+
