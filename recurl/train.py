@@ -93,8 +93,9 @@ def run(cfg: DictConfig, run_dir: Path, envs, agent, returns_record: dict | None
         envs.close()
         print(f"recurl.train: error: {error}", file=sys.stderr)
         return 2
-    if agent.global_step:  # resumed: what it runs with now, perhaps another total_steps, is what it is compared by
-        record_resumed_config(run_dir, config)
+    if agent.global_step:  # resumed, and nothing refused it: the rows past its checkpoint go, its config is recorded
+        truncate_metrics(run_dir / "metrics.csv", agent.global_step)
+        record_resumed_config(run_dir, config)  # what it runs with now, perhaps another total_steps, is compared by
     with run_log(run_dir) as log:
         logger = RunLogger(
             run_dir, cfg.total_steps, start_step=agent.global_step, tracker=tracker, config=config,
@@ -189,7 +190,6 @@ def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
     cfg = resumed_config(checkpoint, overrides, cfg)
     envs, agent = setup(cfg)
     returns_record = load_into(checkpoint, envs, agent)
-    truncate_metrics(run_dir / "metrics.csv", agent.global_step)
     return cfg, run_dir, envs, agent, returns_record
 
 

@@ -69,6 +69,23 @@ def test_a_resumed_run_logs_to_the_tracker_chosen_beside_resume(tmp_path):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "policy_loss")] == [128]
 
 
+def test_a_resume_refused_for_its_tracker_leaves_the_runs_rows_as_they_were(tmp_path):
+    """The rows a crash logged past the checkpoint are dropped only once the resume is sure to run."""
+    pytest.importorskip("mlflow")
+    run_dir, early = tmp_path / "run", tmp_path / "early"
+    assert train(compose_config(*TINY, "total_steps=128"), run_dir) == 0
+    assert train(compose_config(*TINY, "total_steps=64"), early) == 0
+    checkpoint = run_dir / "checkpoints" / "latest.pt"  # as if it crashed after logging step 128, checkpointed at 64
+    checkpoint.write_bytes((early / "checkpoints" / "latest.pt").read_bytes())
+    rows = (run_dir / "metrics.csv").read_text()
+    refused = subprocess.run(
+        [sys.executable, "-m", "recurl.train", f"resume={run_dir}", "logger=mlflow", "logger.tracking_uri=nope://x"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert refused.returncode == 2 and "logger=mlflow could not start a run" in refused.stderr
+    assert (run_dir / "metrics.csv").read_text() == rows and not (run_dir / ".hydra" / "resumed.yaml").exists()
+
+
 BLOCK = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of chunks with 7-byte headers
 
 
