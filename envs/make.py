@@ -107,7 +107,11 @@ def make_env(suite: str, env_id: str, *, max_episode_steps: int | None = None, *
     ``max_episode_steps`` is given; ``kwargs`` go to ``gymnasium.make``. Not reset."""
     # An async worker may be a fresh process (spawn/forkserver) with an empty registry.
     import_suite(suite)
-    return gym.make(resolve_env_id(suite, env_id), max_episode_steps=max_episode_steps, **kwargs)
+    full_id = resolve_env_id(suite, env_id)
+    try:
+        return gym.make(full_id, max_episode_steps=max_episode_steps, **kwargs)
+    except gym.error.DependencyNotInstalled as error:  # registered, but its package is missing (Box2D, MuJoCo)
+        raise ValueError(f"env {full_id} cannot run here: {str(error).strip().splitlines()[0]}") from None
 
 
 def _make_encoded_env(

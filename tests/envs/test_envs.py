@@ -396,3 +396,24 @@ def test_minigrid_final_obs_is_encoded():
     assert final.shape == obs.shape == (2, 984) and final.dtype == np.float32
     assert (final.sum(axis=1) == 1 + 49 * 3).all()  # direction + one bit per cell per channel
     envs.close()
+
+
+class _NeedsAMissingPackage(gym.Env):
+    def __init__(self):
+        raise gym.error.DependencyNotInstalled("Box2D is not installed, you can install it by run `pip install swig`")
+
+
+def test_an_env_whose_package_is_missing_is_one_line_naming_it():
+    """gymnasium raises DependencyNotInstalled, not a ValueError, for a registered env it cannot build (CarRacing
+    without Box2D): it becomes a config mistake, one line and exit code 2 from recurl.train."""
+    gym.register("RecurlTestNeedsBox2D-v0", entry_point=_NeedsAMissingPackage)
+    try:
+        with pytest.raises(ValueError) as error:
+            make_vector_env("gym", "RecurlTestNeedsBox2D-v0", 2, seed=0)
+    finally:
+        gym.registry.pop("RecurlTestNeedsBox2D-v0")
+    assert str(error.value) == (
+        "env RecurlTestNeedsBox2D-v0 cannot run here: Box2D is not installed, you can install it by run "
+        "`pip install swig`"
+    )
+
