@@ -2,17 +2,18 @@
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts saved with ``torch.save`` and loaded with
 ``torch.load(weights_only=True)``, which refuses any other object (torch >= 2.6, as pyproject requires: earlier
-versions could be tricked past it, CVE-2025-32434). It is written to a temporary file in the same
-folder and renamed over the old one, so a crash mid-write leaves the previous checkpoint intact.
+versions could be tricked past it, CVE-2025-32434). It is written to a temporary file in the same folder and renamed
+over the old one (``recurl.atomic_file``), so a crash mid-write leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from recurl.atomic_file import replacing
 
 FORMAT_VERSION = 1
 
@@ -23,18 +24,8 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Opened as any file is, so its permissions follow the umask as the run's other files do (``mkstemp`` would
-    # make it readable by its owner only, and teammates could not load it).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path, "wb") as f:
+        torch.save({"format_version": FORMAT_VERSION, **payload}, f)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recurl.atomic_file import replacing
 from recurl.checkpoint import CheckpointError
 from recurl.policy import Policy, load_policy
 
@@ -109,12 +109,10 @@ def summary(episodes: list[Episode]) -> str:
 
 def write_csv(path: Path, episodes: list[Episode]) -> None:
     """One row per episode, written to a temporary file and renamed over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with replacing(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["episode", "seed", "return", "length"])
         writer.writerows([i, e.seed, e.episode_return, e.length] for i, e in enumerate(episodes))
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import csv
 import datetime
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from recurl.atomic_file import replacing
 from recurl.checkpoint import load_checkpoint
 from recurl.run_groups import RESUMED_CONFIG
 from recurl.trackers import flatten
@@ -157,9 +157,8 @@ def record_resumed_config(run_dir: Path, config: dict) -> None:
     ``recurl.compare`` groups the run by."""
     path = run_dir / RESUMED_CONFIG
     path.parent.mkdir(exist_ok=True)  # a run trained through recurl.train.train, not Hydra, has no .hydra yet
-    tmp = path.with_suffix(".yaml.tmp")
-    OmegaConf.save(OmegaConf.create(config), tmp)
-    os.replace(tmp, path)
+    with replacing(path) as f:
+        OmegaConf.save(OmegaConf.create(config), f)
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -171,7 +170,5 @@ def truncate_metrics(path: Path, step: int) -> None:
     kept = rows[:1] + [row for row in rows[1:] if int(row[0]) <= step]
     if len(kept) == len(rows):
         return
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
+    with replacing(path, newline="") as f:
         csv.writer(f).writerows(kept)
-    os.replace(tmp, path)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import sys
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
+from recurl.atomic_file import replacing
 from recurl.trackers import Tracker, flatten
 
 #: Columns every agent's metrics.csv starts with; the periodic evaluation's (when on) and the agent's own metrics,
@@ -149,12 +149,10 @@ class RunLogger:
         """Rewrite the file with ``columns`` (a resumed run that evaluates where the run did not): NaN in old rows."""
         with self.path.open(newline="") as f:
             rows = list(csv.DictReader(f))
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        with replacing(self.path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, restval="nan")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.path)
         self.columns = columns
 
     def close(self, finished: bool = True) -> None:

@@ -38,3 +38,20 @@ def test_a_foreign_file_is_refused_by_name(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(CheckpointError, match="has format None; this recurl reads format 1"):
         load_checkpoint(path)
+
+
+def test_a_file_rewritten_whole_is_untouched_when_the_writing_fails(tmp_path):
+    """``replacing`` (checkpoints, metrics.csv cut back, eval.csv, resumed.yaml): the old file stays whole, and no
+    temporary file is left, when the writer raises; otherwise the new content replaces it."""
+    from recurl.atomic_file import replacing
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("old\n")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with replacing(path) as f:
+            f.write("half")
+            raise RuntimeError("disk full")
+    assert path.read_text() == "old\n" and list(tmp_path.iterdir()) == [path]
+    with replacing(path) as f:
+        f.write("new\n")
+    assert path.read_text() == "new\n" and list(tmp_path.iterdir()) == [path]
