@@ -257,7 +257,7 @@ class DQN(RecurrentAgent):
         actions = batch["steps", "action"][:, cfg.burn_in : cfg.burn_in + cfg.sequence_length]
         taken = q[:, : cfg.sequence_length].gather(-1, actions[..., None]).squeeze(-1)
         per_sequence = F.smooth_l1_loss(taken, targets, reduction="none").mean(1)
-        loss = (batch["weight"].to(per_sequence) * per_sequence).mean()  # the weights are sampled on the CPU
+        loss = (batch["weight"].to(per_sequence) * per_sequence).mean()  # weights come on the CPU (sample)
         errors = (taken - targets).detach().abs()
         priority = cfg.priority_eta * errors.max(1).values + (1 - cfg.priority_eta) * errors.mean(1)
         stats = {"loss": loss.item(), "q_mean": taken.mean().item(), "target_mean": targets.mean().item()}

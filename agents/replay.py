@@ -121,7 +121,8 @@ class SequenceReplay:
 
         Returns ``steps`` [B, window], ``start_state`` [B], where each came from: ``env`` and ``start`` (the step count
         of its first step) [B], and its importance ``weight`` [B] (``importance_exponent`` is beta; all 1 when
-        sampling is uniform).
+        sampling is uniform). ``env``, ``start`` and ``weight`` are on the CPU, with the priorities; the sequences
+        are where the replay stores them.
         """
         first, per_env = self._starts()
         if per_env == 0:

@@ -19,18 +19,18 @@ The runs cannot be compared, and the command stops with one line (exit code 2), 
 - two runs of one group have the same seed: they are not independent seeds (the same run twice);
 - the runs of a group do not overlap in env steps, so there is no step at which to average them.
 
-Statistics, per run, are of its *return used*: ``eval_return`` (the periodic evaluation's mean episode return, NaN
-in rows without an evaluation) where the run has a number in that column, else ``episode_return`` (the mean return of
-the training episodes that ended in the row's update, NaN when none did); the table says which (``return_used``: either
-name, or ``mixed`` when the seeds of a group differ). They are taken over the rows where that return is a number:
-*final return* is the mean of the last 10% of those rows (at least one); *MMER* the maximum over training of the
-row's mean episode return (POPGym's score takes the maximum of a mean over the last 100 episodes instead: lower and
-less noisy where few episodes end per update; BENCHMARKS.md compares the two); *AUC* the area under return-vs-steps (trapezoids) divided by the steps it
-spans, i.e. the curve's average height. Wall time and steps/s are those of the run's last row. The table reports the
-mean over a group's seeds. The plot shows, per group, the mean curve over seeds after interpolating each seed onto a
-common grid of ``GRID_POINTS`` steps spanning the steps all seeds cover, and a 95% percentile-bootstrap band: seeds
-are resampled with replacement ``BOOTSTRAP_RESAMPLES`` times (fixed RNG seed) and the band holds the middle 95% of
-the resampled means at each step. With one seed the band is the curve itself.
+Statistics, per run, are of its *return used*: ``eval_return`` (the periodic evaluation's mean episode return, NaN in
+rows without an evaluation) where the run has a number in that column, else ``episode_return`` (the mean return of the
+training episodes that ended in the row's update, NaN when none did); the table says which (``return_used``: either
+name, or ``mixed`` when the seeds of a group differ). They are taken over the rows where that return is a number: *final
+return* is the mean of the last 10% of those rows (at least one); *MMER* the maximum over training of the row's mean
+episode return (POPGym's score takes the maximum of a mean over the last 100 episodes instead: lower and less noisy
+where few episodes end per update; BENCHMARKS.md compares the two); *AUC* the area under return-vs-steps (trapezoids)
+divided by the steps it spans, i.e. the curve's average height. Wall time and steps/s are those of the run's last row.
+The table reports the mean over a group's seeds. The plot shows, per group, the mean curve over seeds after
+interpolating each seed onto a common grid of ``GRID_POINTS`` steps spanning the steps all seeds cover, and a 95%
+percentile-bootstrap band: seeds are resampled with replacement ``BOOTSTRAP_RESAMPLES`` times (fixed RNG seed) and the
+band holds the middle 95% of the resampled means at each step. With one seed the band is the curve itself.
 """
 
 from __future__ import annotations
