@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from recurl.atomic_file import replacing
 from recurl.checkpoint import load_checkpoint
+from recurl.config_keys import flatten
 from recurl.run_groups import RESUMED_CONFIG
-from recurl.trackers import flatten
 
 #: The ``experiment=`` presets.
 PRESETS = Path(__file__).parent / "conf" / "experiment"

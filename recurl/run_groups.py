@@ -46,6 +46,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
+from recurl.config_keys import flatten
 from recurl.envs import resolve_env_id
 
 BOOKKEEPING = frozenset(
@@ -144,16 +145,6 @@ def find_runs(dirs: list[Path]) -> list[Path]:
     return sorted(found)
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-    return flat
-
-
 def load_run(path: Path) -> Run:
     config_file = path / RESUMED_CONFIG
     if not config_file.is_file():
@@ -164,7 +155,7 @@ def load_run(path: Path) -> Run:
         raise CompareError(f"{config_file} is not valid YAML; repair it or leave its run out of the DIRs") from None
     if not isinstance(tree, dict):
         raise CompareError(f"{config_file} holds a {type(tree).__name__}, not a config; leave its run out of the DIRs")
-    config = flatten(tree)
+    config = {key: tuple(value) if isinstance(value, list) else value for key, value in flatten(tree).items()}
     missing = [key for key in REQUIRED if key not in config]
     if missing:
         raise CompareError(f"cannot group {path}: its config has no {', '.join(missing)} (not a recurl run?)")

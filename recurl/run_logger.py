@@ -20,7 +20,8 @@ from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
 from recurl.atomic_file import replacing
-from recurl.trackers import Tracker, flatten
+from recurl.config_keys import flatten
+from recurl.trackers import Tracker
 
 #: Columns every agent's metrics.csv starts with; the periodic evaluation's (when on) and the agent's own metrics,
 #: in sorted order, follow.

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
+from recurl.config_keys import flatten
+
 #: logger name -> (the package it needs, the options its config accepts beside ``name``).
 TRACKERS = {
     "none": (None, ()),
@@ -76,18 +78,6 @@ def make_tracker(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Trac
     except Exception as error:  # the trackers' own errors have no common base class
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"logger={name} could not start a run: {first_line}") from None
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"agent": {"gamma": 0.99}}`` -> ``{"agent.gamma": 0.99}``; the form of MLflow params and TensorBoard
-    hparams."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def metric_values(row: dict[str, float]) -> dict[str, float]:
