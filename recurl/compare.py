@@ -12,7 +12,6 @@ command with one line (exit code 2).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -24,6 +23,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
+from recurl.command_line import Parser
 from recurl.run_groups import (
     CompareError,
     Run,
@@ -146,7 +146,7 @@ def compare(dirs: list[Path], out: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m recurl.compare",
         description="Reward curves (mean over seeds, 95% bootstrap band) and a score table, runs grouped by backbone; "
         "or, with --leaderboard, the leaderboard of tasks x memories (MMER, 95% bootstrap CI, suite mean, rank).",
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(format_table(compare(args.dirs, out)))
     except (CompareError, OSError) as error:  # OSError: an --out that cannot be written, a run that cannot be read
-        parser.exit(2, f"recurl.compare: error: {error}\n")
+        parser.refuse(str(error))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
 
 

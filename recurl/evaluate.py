@@ -17,7 +17,6 @@ and the same seeds every time, so its ``eval_return`` curve compares like with l
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import torch
 
 from recurl.atomic_file import replacing
 from recurl.checkpoint import CheckpointError
+from recurl.command_line import Parser, non_negative_int, positive_int
 from recurl.policy import Policy, load_policy
 
 #: Evaluation seeds start here plus the run's seed: far from the seeds ``seed + i`` of the training envs.
@@ -116,26 +116,22 @@ def write_csv(path: Path, episodes: list[Episode]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m recurl.evaluate", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m recurl.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, metavar="RUN")
-    parser.add_argument("--episodes", type=int, default=10, help="episodes to play (default 10)")
+    parser.add_argument("--episodes", type=positive_int, default=10, help="episodes to play (default 10)")
     parser.add_argument("--sampled", action="store_true", help="sample actions (default: the most likely action)")
     parser.add_argument("--checkpoint", type=Path, help="default: RUN/checkpoints/final.pt, else latest.pt")
-    parser.add_argument("--seed", type=int, help=f"seed of episode 0 (default: {SEED_OFFSET:,} + the run's seed)")
-    parser.add_argument("--envs", type=int, default=8, help="envs played at once (default 8)")
+    parser.add_argument("--seed", type=non_negative_int, help=f"seed of episode 0 (default: {SEED_OFFSET:,} + the run's seed)")
+    parser.add_argument("--envs", type=positive_int, default=8, help="envs played at once (default 8)")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
-        parser.exit(2, f"recurl.evaluate: error: {args.run_dir} is not a folder\n")
-    if args.envs < 1:
-        parser.exit(2, f"recurl.evaluate: error: --envs must be at least 1, got {args.envs}\n")
-    if args.seed is not None and args.seed < 0:
-        parser.exit(2, f"recurl.evaluate: error: --seed must be at least 0, got {args.seed}\n")
+        parser.refuse(f"{args.run_dir} is not a folder")
     try:
         policy = load_policy(args.checkpoint or args.run_dir)
         seed = SEED_OFFSET + int(policy.config.seed) if args.seed is None else args.seed
         episodes = evaluate_policy(policy, args.episodes, seed, deterministic=not args.sampled, num_envs=args.envs)
     except (ValueError, CheckpointError) as error:
-        parser.exit(2, f"recurl.evaluate: error: {error}\n")
+        parser.refuse(str(error))
     path = args.run_dir / "eval.csv"
     write_csv(path, episodes)
     mode = "sampled actions" if args.sampled else "most likely actions"

@@ -16,7 +16,6 @@ the written file is checked against the torch module with onnxruntime before it 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import io
@@ -35,6 +34,7 @@ import torch
 from omegaconf import OmegaConf
 
 from recurl.checkpoint import CheckpointError
+from recurl.command_line import Parser
 from recurl.envs import resolve_env_id
 from recurl.onnx_graph import PolicyStep, TensorSpec, observation_inputs
 from recurl.policy import Policy, default_checkpoint, load_policy
@@ -196,24 +196,24 @@ def initial_state(session, batch_size: int = 1) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m recurl.export", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m recurl.export", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, metavar="RUN")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="the file to write")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (the only one)")
     parser.add_argument("--checkpoint", type=Path, help="default: RUN/checkpoints/final.pt, else latest.pt")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
-        parser.exit(2, f"recurl.export: error: {args.run_dir} is not a folder\n")
+        parser.refuse(f"{args.run_dir} is not a folder")
     if args.out.is_dir():
-        parser.exit(2, f"recurl.export: error: --out {args.out} is a folder; give a file name such as policy.onnx\n")
+        parser.refuse(f"--out {args.out} is a folder; give a file name such as policy.onnx")
     try:
         check_extra()
         checkpoint = args.checkpoint or default_checkpoint(args.run_dir)
         exported = export_onnx(load_policy(checkpoint), args.out, checkpoint)
     except (ValueError, CheckpointError) as error:
-        parser.exit(2, f"recurl.export: error: {error}\n")
+        parser.refuse(str(error))
     except ExportMismatchError as error:
-        parser.exit(1, f"recurl.export: error: {error} (a bug: please report it)\n")
+        parser.refuse(f"{error} (a bug: please report it)", code=1)
     print(f"{exported.path}: {exported.size_bytes / 1024:.0f} KiB in {exported.seconds:.1f} s", file=sys.stdout)
 
 

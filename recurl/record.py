@@ -21,6 +21,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import torch
 
+from recurl.command_line import Parser, positive_int
 from recurl.envs.render import FrameInfo, default_fps, make_frame, make_render_env
 from recurl.policy import Policy, default_checkpoint, load_policy
 
@@ -100,24 +101,24 @@ def record_run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m recurl.record", description="Play a run's trained agent and write one mp4 per episode to RUN_DIR/videos/."
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    parser.add_argument("--episodes", type=int, default=3, help="episodes to record (default 3)")
+    parser.add_argument("--episodes", type=positive_int, default=3, help="episodes to record (default 3)")
     parser.add_argument("--checkpoint", type=Path, help="default: RUN_DIR/checkpoints/final.pt, else latest.pt")
     parser.add_argument("--sampled", action="store_true", help="sample actions (default: the most likely action)")
     parser.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True, help="caption bar (default on)")
-    parser.add_argument("--fps", type=int, help="default: the env's render_fps for pictures, 2 for text")
+    parser.add_argument("--fps", type=positive_int, help="default: the env's render_fps for pictures, 2 for text")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
-        parser.exit(2, f"recurl.record: error: {args.run_dir} is not a folder\n")
+        parser.refuse(f"{args.run_dir} is not a folder")
     try:
         recorded = record_episodes(
             args.run_dir, args.episodes, args.checkpoint, not args.sampled, args.overlay, args.fps
         )
     except ValueError as error:  # CheckpointError and setup's config errors included
-        parser.exit(2, f"recurl.record: error: {error}\n")
+        parser.refuse(str(error))
     for episode in recorded:
         print(f"{episode.path}  return {episode.episode_return:.3f}  length {episode.length}")
 

@@ -25,7 +25,6 @@ runs (exit code 2).
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import shlex
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from recurl.checkpoint import CheckpointError
+from recurl.command_line import Parser, positive_int
 from recurl.envs import resolve_env_id
 from recurl.leaderboard import write_leaderboard
 from recurl.memory import MEMORIES
@@ -165,7 +165,7 @@ def train_grid(out: Path, agent: str, tasks: list[str], memories: list[str], see
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ours, overrides = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m recurl.suite",
         description="Train every task x memory x seed as one Hydra multirun (resumable), then print the leaderboard. "
         "Hydra overrides after -- go to every run (e.g. -- hydra/launcher=joblib hydra.launcher.n_jobs=4 "
@@ -176,39 +176,38 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--memories", required=True, help=f"comma-separated, of {', '.join(MEMORIES)}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated (default 0,1,2)")
-    parser.add_argument("--steps", type=int, required=True, help="env steps per run (total_steps)")
+    parser.add_argument("--steps", type=positive_int, required=True, help="env steps per run (total_steps)")
     parser.add_argument(
         "--dir", type=Path, required=True, help="the suite's folder: one run folder per task x memory x seed"
     )
     parser.add_argument("--agent", default="ppo", choices=AGENTS)
     args = parser.parse_args(ours)
     try:
-        if args.steps < 1:
-            raise ValueError(f"--steps {args.steps}: give a positive number of env steps")
         tasks, memories, seeds = parse_tasks(args.tasks), parse_memories(args.memories), parse_seeds(args.seeds)
         check_overrides(overrides)
         check_folder(args.dir)
         record_settings(args.dir, args.agent, args.steps, overrides)
     except ValueError as error:
-        parser.exit(2, f"recurl.suite: error: {error}\n")
+        parser.refuse(str(error))
     folders = [run_folder(args.dir, t, args.agent, m, s) for t in tasks for m in memories for s in seeds]
     if all_finished(folders, args.steps):
         print(f"recurl.suite: all {len(folders)} runs in {args.dir} are finished", file=sys.stderr)
     else:
         code = train_grid(args.dir, args.agent, tasks, memories, seeds, args.steps, overrides)
         if code == 2:  # recurl.train's code for a mistake in the command line, config or a checkpoint
-            parser.exit(2, "recurl.suite: error: training refused its settings (the recurl.train error above names "
-                        "the mistake); fix that override or option, then run the command again\n")
+            parser.refuse("training refused its settings (the recurl.train error above names the mistake); fix that "
+                          "override or option, then run the command again")
         if code:
-            parser.exit(code, (
-                f"recurl.suite: error: training stopped (exit code {code}); run the same command again to resume it, "
-                f"or see the runs so far with python -m recurl.compare {args.dir} --leaderboard\n"
-            ))
+            parser.refuse(
+                f"training stopped (exit code {code}); run the same command again to resume it, or see the runs so far "
+                f"with python -m recurl.compare {args.dir} --leaderboard",
+                code=code,
+            )
     out = args.dir / "leaderboard.png"
     try:
         print(write_leaderboard([args.dir], out))
     except CompareError as error:
-        parser.exit(2, f"recurl.suite: error: {error}\n")
+        parser.refuse(str(error))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
 
 

@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from recurl.command_line import Parser
+
 #: Bench -> what it measures (``python -m recurl.bench BENCH --help`` for its options).
 BENCHES = {
     "memory": "one memory layer, forward+backward: parallel vs stepwise vs nn.LSTM",
@@ -19,7 +21,7 @@ BENCHES = {
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m recurl.bench",
         usage="%(prog)s [-h] BENCH [options]",
         description="Benchmarks that print markdown tables (copied into BENCHMARKS.md):\n"

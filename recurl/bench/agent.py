@@ -24,9 +24,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import recurl
-from recurl.bench.options import available_device, positive_int
 from recurl.bench.learning import run_sweep, summarise
+from recurl.bench.options import available_device
 from recurl.bench.timing import device_name
+from recurl.command_line import Parser, positive_int
 from recurl.memory import MEMORIES
 from recurl.train import train
 
@@ -71,7 +72,7 @@ def speed_table(agent: str, args: argparse.Namespace, device: torch.device) -> N
 
 
 def main(argv: list[str] | None, agent: str) -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m recurl.bench {agent}", description=__doc__.split("\n")[0])
+    parser = Parser(prog=f"python -m recurl.bench {agent}", description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=["speed", "learning", "all"], default="all")
     parser.add_argument("--memories", nargs="+", default=list(MEMORIES), choices=list(MEMORIES))
     parser.add_argument("--tasks", nargs="+", default=TASKS)

@@ -26,7 +26,6 @@ at small sizes to check the script and compare the torch backend with oneDNN.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import inspect
 import math
@@ -35,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recurl.bench.options import available_device, positive_int
+from recurl.bench.options import available_device
 from recurl.bench.timing import device_name, forward_backward, interleaved_median_ms, median_ms
+from recurl.command_line import Parser, positive_int
 from recurl.kernels import linear_scan
 from recurl.memory import MEMORIES
 
@@ -152,7 +152,7 @@ def complex_against_real(batch, length, dim, device, backend, rounds) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m recurl.bench kernels", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m recurl.bench kernels", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--device", type=available_device, default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda, cuda:N"
     )

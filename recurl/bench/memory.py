@@ -14,14 +14,14 @@ layouts on a device where they have not been measured.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import time
 
 import torch
 
-from recurl.bench.options import available_device, positive_int
+from recurl.bench.options import available_device
 from recurl.bench.timing import device_name, forward_backward, interleaved_median_ms
+from recurl.command_line import Parser, positive_int
 from recurl.memory import MEMORIES
 from recurl.memory.library_rnn import run_with_resets
 
@@ -86,7 +86,7 @@ def time_layouts(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m recurl.bench memory", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m recurl.bench memory", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--device", type=available_device, default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda, cuda:N"
     )

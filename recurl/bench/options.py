@@ -1,18 +1,8 @@
-"""The argparse types the benches' options share: a count, and a device this machine has."""
+"""The argparse type of the benches' --device: a device this machine has."""
 
 from __future__ import annotations
 
 import argparse
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give 1 or more") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive; give 1 or more")
-    return value
 
 
 def available_device(name: str):

@@ -42,7 +42,6 @@ pooled over the repeats; the same rule for every system, read from its training 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import functools
@@ -63,7 +62,7 @@ from hydra import compose, initialize_config_dir
 import recurl
 from recurl.agents import PPOConfig
 from recurl.bench import cleanrl_lstm_ppo
-from recurl.bench.options import positive_int
+from recurl.command_line import Parser, positive_int
 from recurl.envs import encode_observations, make_vector_env, resolve_env_id
 from recurl.memory import MEMORIES
 from recurl.train import train
@@ -258,7 +257,7 @@ def table(runs: dict[str, list[Run]], s: Settings) -> str:
 
 
 def main(argv: list[str] | None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m recurl.bench peers", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m recurl.bench peers", description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="RepeatPreviousEasy", help="a POPGym id, short or full")
     parser.add_argument(
         "--steps", type=positive_int, default=100_000, help="env steps per run (rounded up to whole rollouts)"

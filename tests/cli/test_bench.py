@@ -105,7 +105,9 @@ def test_bad_options_are_refused_in_one_line(capsys, monkeypatch, argv, message)
     with pytest.raises(SystemExit) as exit_info:
         bench.main(argv)
     assert exit_info.value.code == 2
-    assert f": error: {message}" in capsys.readouterr().err.splitlines()[-1]  # after argparse's usage lines
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"recurl.bench{' ' + argv[0] if argv[0] != 'foo' else ''}: error: ")
+    assert f": error: {message}" in lines[0]
 
 
 def test_help_lists_every_bench_with_what_it_measures(capsys):

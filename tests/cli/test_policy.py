@@ -141,7 +141,9 @@ def test_a_negative_seed_is_refused_in_one_line(runs, capsys):
     with pytest.raises(SystemExit) as stop:
         evaluate_main([str(runs["popgym"]), "--seed", "-1"])
     assert stop.value.code == 2
-    assert capsys.readouterr().err.strip() == "recurl.evaluate: error: --seed must be at least 0, got -1"
+    assert capsys.readouterr().err.strip() == (
+        "recurl.evaluate: error: argument --seed: -1 is negative; give 0 or more (see python -m recurl.evaluate --help)"
+    )
 
 
 def test_policy_state_and_observations_must_agree(runs):

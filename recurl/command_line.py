@@ -1,0 +1,42 @@
+"""What every ``python -m recurl.X`` command line shares: a mistake in it is one line, ``recurl.X: error: ...``,
+with exit code 2, argparse's own (an unknown option, a value of the wrong type) included, which argparse would print
+after the whole usage; and the count types."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose mistakes are one line; ``refuse`` reports the command's own checks the same
+    way."""
+
+    def refuse(self, message: str, code: int = 2) -> NoReturn:
+        self.exit(code, f"{self.prog.removeprefix('python -m ')}: error: {message}\n")
+
+    def error(self, message: str) -> NoReturn:
+        self.refuse(f"{message} (see {self.prog} --help)")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a count of 1 or more."""
+    value = _integer(text, "give 1 or more")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive; give 1 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: 0 or more (a seed)."""
+    value = _integer(text, "give 0 or more")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
+
+
+def _integer(text: str, fix: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; {fix}") from None
