@@ -23,7 +23,6 @@ final return and the wall time. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 import signal
@@ -201,12 +200,19 @@ def check_run_options(cfg: DictConfig) -> None:
 
 def forget_hydra_record(run_dir: Path) -> None:
     """After a refusal: Hydra's record of the job (``.hydra``) goes, and its folder if that leaves it empty, unless
-    the folder holds a run (then the record of the refused command is all that was added)."""
+    the folder holds a run (then the record of the refused command is all that was added). So do the folders above
+    it, up to the working directory, that are left empty (``runs/<date>/``, which Hydra made for it)."""
     if holds_a_run(run_dir):
         return
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()
+    here = Path.cwd()
+    for folder in [run_dir, *run_dir.parents]:
+        if folder != run_dir and here not in folder.parents:  # the working directory, or a folder outside it
+            break
+        try:
+            folder.rmdir()  # only an empty one
+        except OSError:
+            break
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

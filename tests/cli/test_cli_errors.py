@@ -52,6 +52,17 @@ def test_a_mistake_is_one_line_exit_2_and_leaves_nothing(args, message, tmp_path
     assert list(tmp_path.iterdir()) == []  # neither the run folder, nor a multirun's, nor anything else
 
 
+def test_a_value_refused_in_the_default_run_folder_leaves_no_dated_folder(tmp_path):
+    """Hydra makes runs/<date>/<time>_.../ before the values are checked; all three go again."""
+    (tmp_path / "keep").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "recurl.train", "total_steps=-5"], capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "total_steps must be a positive integer" in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "keep"]
+
+
 def test_a_mistake_beside_resume_is_one_line_and_the_run_is_untouched(tmp_path):
     assert cli(tmp_path, *TINY).returncode == 0
     run_dir = tmp_path / "run"
