@@ -18,7 +18,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from recurl.atomic_file import replacing
-from recurl.checkpoint import load_checkpoint
 from recurl.config_keys import flatten
 from recurl.run_groups import RESUMED_CONFIG
 
@@ -58,6 +57,12 @@ def holds_a_run(run_dir: Path) -> bool:
     return (run_dir / "metrics.csv").exists() or (run_dir / "checkpoints").exists()
 
 
+def _read(checkpoint: Path) -> dict:
+    from recurl.checkpoint import load_checkpoint  # torch: only when a checkpoint is read, not to check a command line
+
+    return load_checkpoint(checkpoint)
+
+
 #: What a new run does when its folder already holds a run (the ``existing`` config key).
 EXISTING = ("refuse", "resume")
 
@@ -65,7 +70,7 @@ EXISTING = ("refuse", "resume")
 def is_finished(run_dir: Path, total_steps: int) -> bool:
     """Whether ``run_dir`` holds a run that trained ``total_steps`` steps or more (``checkpoints/final.pt``)."""
     final = run_dir / "checkpoints" / "final.pt"
-    return final.is_file() and load_checkpoint(final)["agent"]["global_step"] >= total_steps
+    return final.is_file() and _read(final)["agent"]["global_step"] >= total_steps
 
 
 def existing_run(run_dir: Path, existing: str, total_steps: int) -> str:
@@ -113,7 +118,7 @@ def resolve_resume(resume: str) -> tuple[Path, Path]:
 
 def saved_config(checkpoint: Path) -> DictConfig:
     """The config the run that wrote ``checkpoint`` ran with."""
-    return OmegaConf.create(load_checkpoint(checkpoint)["config"])
+    return OmegaConf.create(_read(checkpoint)["config"])
 
 
 def resumed_config(checkpoint: Path, overrides: list[str], composed: DictConfig) -> DictConfig:
@@ -156,7 +161,7 @@ def record_resumed_config(run_dir: Path, config: dict) -> None:
     """Write the config a resumed run now runs with (``RESUMED_CONFIG``), replacing the last resume's at once: what
     ``recurl.compare`` groups the run by."""
     path = run_dir / RESUMED_CONFIG
-    path.parent.mkdir(exist_ok=True)  # a run trained through recurl.train.train, not Hydra, has no .hydra yet
+    path.parent.mkdir(exist_ok=True)  # a run trained through recurl.training.train, not Hydra, has no .hydra yet
     with replacing(path) as f:
         OmegaConf.save(OmegaConf.create(config), f)
 

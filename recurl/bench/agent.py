@@ -29,7 +29,7 @@ from recurl.bench.options import available_device
 from recurl.bench.timing import device_name
 from recurl.command_line import Parser, positive_int
 from recurl.memory import MEMORIES
-from recurl.train import train
+from recurl.training import train
 
 TASKS = ["RepeatPreviousEasy", "RepeatFirstEasy", "CountRecallEasy", "AutoencodeEasy", "PositionOnlyCartPoleEasy"]
 #: Env steps per learning run: the budgets the agents' targets are stated for (issues 3 and 4).

@@ -9,7 +9,7 @@ normalisation, no value clipping. Every system sees the same input, the encoded 
 action and reward inputs (``agent.previous_action``, on by default with ``env=popgym``) are off, since the peers have
 neither. The systems:
 
-- ``recurl PPO <memory>``: ``recurl.train.train`` with a composed Hydra config, as ``python -m recurl.train`` runs it
+- ``recurl PPO <memory>``: ``recurl.training.train`` with a composed Hydra config, as ``python -m recurl.train`` runs it
   (metrics.csv, TensorBoard events and the final checkpoint are written, to a temporary folder).
 - ``CleanRL-style LSTM PPO``: ``recurl/bench/cleanrl_lstm_ppo.py`` (its docstring says what follows CleanRL's
   ``ppo_atari_lstm.py`` and what differs) on the vector env recurl trains on (``recurl.envs.make_vector_env``).
@@ -65,7 +65,7 @@ from recurl.bench import cleanrl_lstm_ppo
 from recurl.command_line import Parser, positive_int
 from recurl.envs import encode_observations, make_vector_env, resolve_env_id
 from recurl.memory import MEMORIES
-from recurl.train import train
+from recurl.training import train
 
 SUITE = "popgym"
 SB3 = "sb3-contrib RecurrentPPO"

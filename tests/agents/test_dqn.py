@@ -22,7 +22,7 @@ from recurl.checkpoint import load_checkpoint
 from recurl.envs import COUNTER_ID, make_vector_env
 from recurl.memory import MEMORIES, make_memory
 from recurl.record import record_episodes
-from recurl.train import prepare, run, train
+from recurl.training import prepare, run, train
 
 CPU = torch.device("cpu")
 TINY = [

@@ -16,7 +16,7 @@ from conftest import compose_config
 from recurl.builder import setup
 from recurl.cli_errors import command_line_error
 from recurl.memory import MEMORIES as MEMORY_CLASSES
-from recurl.train import run
+from recurl.training import run
 
 SMALL = ["total_steps=64", "memory.hidden_size=16", "env.num_envs=4", "torch_threads=1"]  # any agent
 TINY = [*SMALL, "agent.rollout_steps=16", "agent.minibatches=2"]
@@ -50,6 +50,19 @@ def test_a_mistake_is_one_line_exit_2_and_leaves_nothing(args, message, tmp_path
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("recurl.train: error: ") and message in lines[0], result.stderr
     assert list(tmp_path.iterdir()) == []  # neither the run folder, nor a multirun's, nor anything else
+
+
+def test_the_command_line_is_checked_before_torch_is_imported():
+    """A typo costs a fraction of a second: recurl.train and its check import neither torch nor the agents."""
+    code = (
+        "import sys, recurl.train\n"
+        "from recurl.cli_errors import command_line_error\n"
+        "assert 'memory has no option' in command_line_error(['memory=gru9000'])\n"
+        "print(sorted(m for m in ('torch', 'recurl.agents', 'recurl.training') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_a_value_refused_in_the_default_run_folder_leaves_no_dated_folder(tmp_path):
@@ -217,7 +230,7 @@ def test_values_found_once_the_config_is_composed_are_named(override, message):
     """What the command line cannot show (a backbone's option, a value out of range or of the wrong type) is refused
     by ``prepare`` with a ValueError, which ``hydra_main`` prints as one line and exit code 2 (the end-to-end test
     above)."""
-    from recurl.train import check_run_options, prepare
+    from recurl.training import check_run_options, prepare
 
     overrides = override.split()
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -14,7 +14,7 @@ from conftest import compose_config
 from recurl import load_policy
 from recurl.evaluate import SEED_OFFSET, evaluate_policy
 from recurl.periodic_eval import untouched_rng
-from recurl.train import prepare, run, train
+from recurl.training import prepare, run, train
 
 #: Each agent at a tiny size on one env: an update is 16 env steps for both.
 AGENTS = {

@@ -8,7 +8,7 @@ import pytest
 from conftest import compose_config
 from recurl.checkpoint import load_checkpoint
 from recurl.memory import MEMORIES
-from recurl.train import train
+from recurl.training import train
 
 pytestmark = pytest.mark.slow
 AGENTS = {

@@ -18,7 +18,7 @@ from recurl.export import export_onnx, initial_state, main
 from recurl.memory import MEMORIES
 from recurl.memory.mlp import MLP
 from recurl.onnx_graph import EnvAction, observation_inputs, observation_leaves
-from recurl.train import train
+from recurl.training import train
 
 TINY = ["total_steps=256", "env.num_envs=4", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16"]
 POPGYM = ["env=popgym", "env.id=RepeatPreviousEasy"]  # previous action on (POPGym's default)

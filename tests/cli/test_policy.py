@@ -19,7 +19,7 @@ from recurl.envs import make_vector_env
 from recurl.evaluate import evaluate_policy
 from recurl.evaluate import main as evaluate_main
 from recurl.export import main as export_main
-from recurl.train import train
+from recurl.training import train
 
 TINY = ["total_steps=256", "env.num_envs=4", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16"]
 ENVS = {

@@ -12,7 +12,7 @@ from recurl.envs.registry import import_suite
 from recurl.envs.render import BLOCK, FrameInfo, env_picture, make_frame, make_render_env
 from recurl.record import main as record_main
 from recurl.record import record_episodes, record_run
-from recurl.train import train
+from recurl.training import train
 
 TINY = ["total_steps=128", "env.num_envs=4", "agent.rollout_steps=16", "agent.minibatches=2", "memory.hidden_size=16",
         "torch_threads=1"]

@@ -24,7 +24,7 @@ from recurl.builder import load_into, setup
 from recurl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recurl.envs import UnsupportedSpaceError
 from recurl.envs.encoding import make_encoder
-from recurl.train import prepare, run, train
+from recurl.training import prepare, run, train
 
 TINY = [
     "agent.rollout_steps=16", "agent.minibatches=2", "agent.anneal_lr=false", "memory.hidden_size=16",

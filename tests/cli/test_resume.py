@@ -13,7 +13,7 @@ from recurl.builder import setup
 from recurl.checkpoint import CheckpointError, load_checkpoint
 from recurl.cli_errors import command_line_error, with_saved_groups
 from recurl.run_groups import load_run
-from recurl.train import prepare, run, train
+from recurl.training import prepare, run, train
 
 
 def resumed(*args):

@@ -14,7 +14,7 @@ from conftest import compose_config
 from recurl import compare, suite
 from recurl.memory import MEMORIES
 from recurl.suite import main, parse_tasks, record_settings, task_set
-from recurl.train import prepare, run, train
+from recurl.training import prepare, run, train
 
 TINY = [
     "agent.rollout_steps=16", "agent.minibatches=2", "agent.anneal_lr=false", "memory.hidden_size=16", "env.num_envs=4",

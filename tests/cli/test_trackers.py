@@ -12,7 +12,7 @@ import pytest
 
 from conftest import compose_config
 from recurl import trackers
-from recurl.train import train
+from recurl.training import train
 
 #: Two updates on CartPole, where some episodes end in each (a row's episode_return is NaN when none did).
 TINY = [

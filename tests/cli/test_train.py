@@ -16,7 +16,7 @@ from conftest import compose_config
 from recurl.builder import setup
 from recurl.checkpoint import load_checkpoint
 from recurl.run_logger import RunLogger
-from recurl.train import train
+from recurl.training import train
 
 
 class TupleActions(gym.Env):
