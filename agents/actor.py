@@ -26,7 +26,7 @@ from tensordict import TensorDict
 
 from recurl.agents.errors import check_finite
 from recurl.agents.inputs import AgentInputs
-from recurl.envs import final_observations, finished_episodes
+from recurl.envs import env_seeds, final_observations, finished_episodes
 from recurl.memory.cell import State
 
 #: ``decide(step, state) -> (action, next_state, extras)``: the agent's choice for a step TensorDict ``[N]``.
@@ -78,7 +78,7 @@ class Actor:
         seed: int,
     ):
         self.envs, self.to_env, self.dtype, self.device = envs, to_env, dtype, device
-        obs, _ = envs.reset(seed=seed)
+        obs, _ = envs.reset(seed=env_seeds(seed, envs.num_envs))  # as make_vector_env reset them
         self.next = inputs.first_step(self._tensor(obs))
         self.state = initial_state
 

@@ -6,7 +6,7 @@ popgym or minigrid: they are imported when their suite is first used.
 
 from .counter import COUNTER_ID, CounterEnv
 from .encoding import UnsupportedSpaceError, encode_observations, encoded_size, encoded_space
-from .make import EnvStepError, final_observations, finished_episodes, make_env, make_vector_env
+from .make import EnvStepError, env_seeds, final_observations, finished_episodes, make_env, make_vector_env
 from .registry import SUITES, resolve_env_id
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "encode_observations",
     "encoded_size",
     "encoded_space",
+    "env_seeds",
     "final_observations",
     "finished_episodes",
     "make_env",

@@ -18,8 +18,12 @@ Episode statistics come from gymnasium's vector ``RecordEpisodeStatistics``,
 which counts correctly in ``SAME_STEP`` mode; ``finished_episodes`` reads them.
 
 Seeding: ``make_vector_env`` seeds the action space with ``seed`` and resets
-with ``seed``, which gives sub-env ``i`` the seed ``seed + i``. The env comes
-back reset; calling ``envs.reset(seed=seed)`` again gives the same
+sub-env ``i`` with ``env_seeds(seed, num_envs)[i]``, drawn from
+``numpy.random.SeedSequence(seed)``. Gymnasium's own ``reset(seed=seed)``
+would give sub-env ``i`` the seed ``seed + i``: runs with seeds 0 and 1 would
+then share all but one env stream (seed 1's sub-env 0 replaying seed 0's
+sub-env 1), and seeds averaged as independent would not be. The env comes back
+reset; ``envs.reset(seed=env_seeds(seed, num_envs))`` again gives the same
 observations, and a later ``reset()`` without a seed continues the seeded
 random streams, so runs are reproducible either way.
 """
@@ -60,6 +64,11 @@ class NamedEnvErrors(VectorWrapper):
             raise EnvStepError(f"env {self.env_id} raised {type(error).__name__}: {error}") from error
 
 
+def env_seeds(seed: int, num_envs: int) -> list[int]:
+    """The reset seeds of a run's ``num_envs`` sub-envs: independent streams for every run seed (module docstring)."""
+    return [int(word) for word in np.random.SeedSequence(seed).generate_state(num_envs)]
+
+
 def make_vector_env(
     suite: str,
     env_id: str,
@@ -71,7 +80,8 @@ def make_vector_env(
     max_episode_steps: int | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
 ) -> VectorEnv:
-    """``num_envs`` encoded copies of ``env_id`` from ``suite`` in one vector env, already reset with ``seed``.
+    """``num_envs`` encoded copies of ``env_id`` from ``suite`` in one vector env, already reset with
+    ``env_seeds(seed, num_envs)``.
 
     Observations are ``[num_envs, obs_dim]`` float32 (``single_observation_space``
     is the encoded flat Box); action spaces are the env's own. ``vectorization``
@@ -98,7 +108,7 @@ def make_vector_env(
         )
     envs.action_space.seed(seed)
     envs.single_action_space.seed(seed)
-    envs.reset(seed=seed)
+    envs.reset(seed=env_seeds(seed, num_envs))
     return envs
 
 

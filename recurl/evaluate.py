@@ -2,9 +2,10 @@
 
     python -m recurl.evaluate RUN [--episodes N] [--sampled] [--checkpoint PATH] [--seed S] [--envs K]
 
-Episode ``i`` starts from ``env.reset(seed=S + i)`` (``S`` defaults to 1,000,000 + the run's seed, away from the
-seeds its training envs drew), so an evaluation is reproducible and two policies can be compared on the same
-episodes. Actions are the most likely ones unless ``--sampled``; then episode ``i`` samples its actions from a torch
+Episode ``i`` starts from ``env.reset(seed=S + i)`` (``S`` defaults to ``eval_seed(run seed)``, 1,000,000 x (the run's
+seed + 1): each run seed has its own million episodes, so the runs of a backbone's seeds are evaluated on different
+episodes, as they trained on different ones), so an evaluation is reproducible and two policies can be compared on the
+same episodes. Actions are the most likely ones unless ``--sampled``; then episode ``i`` samples its actions from a torch
 generator of its own, seeded with ``S + i``. ``K`` envs play at once (each its own share of the episodes, in order).
 The results repeat exactly for the same ``K``; across ``K`` they agree up to floating-point rounding (a batch of
 another size rounds its matrix products differently): in practice the same discrete actions, and continuous actions
@@ -30,8 +31,15 @@ from recurl.checkpoint import CheckpointError
 from recurl.command_line import Parser, non_negative_int, positive_int
 from recurl.policy import Policy, load_policy
 
-#: Evaluation seeds start here plus the run's seed: far from the seeds ``seed + i`` of the training envs.
-SEED_OFFSET = 1_000_000
+#: The episode seeds of each run seed's evaluation (``eval_seed``).
+SEEDS_PER_RUN = 1_000_000
+
+
+def eval_seed(run_seed: int) -> int:
+    """The seed of evaluation episode 0 of a run with seed ``run_seed``; episode ``i`` has ``eval_seed + i``. Runs of
+    different seeds get disjoint blocks (for fewer than a million episodes); with ``S + i`` for run seed ``S``,
+    seeds 0 and 1 would share all but one of their episodes."""
+    return SEEDS_PER_RUN * (run_seed + 1)
 
 
 @dataclass(frozen=True)
@@ -121,14 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=positive_int, default=10, help="episodes to play (default 10)")
     parser.add_argument("--sampled", action="store_true", help="sample actions (default: the most likely action)")
     parser.add_argument("--checkpoint", type=Path, help="default: RUN/checkpoints/final.pt, else latest.pt")
-    parser.add_argument("--seed", type=non_negative_int, help=f"seed of episode 0 (default: {SEED_OFFSET:,} + the run's seed)")
+    parser.add_argument("--seed", type=non_negative_int, help=f"seed of episode 0 (default: {SEEDS_PER_RUN:,} x (the run's seed + 1))")
     parser.add_argument("--envs", type=positive_int, default=8, help="envs played at once (default 8)")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         parser.refuse(f"{args.run_dir} is not a folder")
     try:
         policy = load_policy(args.checkpoint or args.run_dir)
-        seed = SEED_OFFSET + int(policy.config.seed) if args.seed is None else args.seed
+        seed = eval_seed(int(policy.config.seed)) if args.seed is None else args.seed
         episodes = evaluate_policy(policy, args.episodes, seed, deterministic=not args.sampled, num_envs=args.envs)
     except (ValueError, CheckpointError) as error:
         parser.refuse(str(error))

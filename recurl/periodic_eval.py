@@ -1,6 +1,6 @@
 """Evaluation during training (``eval_every``): the live network plays ``eval_episodes`` episodes on fixed seeds.
 
-Every evaluation plays the same episodes (seeds ``recurl.evaluate.SEED_OFFSET + seed`` on), with the most likely
+Every evaluation plays the same episodes (seeds ``recurl.evaluate.eval_seed(seed)`` on), with the most likely
 actions, so the ``eval_return`` curve compares like with like. It runs on envs of its own and leaves every random
 stream of the training run as it found it (torch's, numpy's and Python's global generators, the agent's own): a run
 with evaluation trains exactly as the same run without it.
@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recurl.builder import positive_int
 from recurl.envs import make_env
-from recurl.evaluate import SEED_OFFSET, evaluate_policy, summary
+from recurl.evaluate import eval_seed, evaluate_policy, summary
 from recurl.policy import Policy
 
 EVAL_COLUMNS = ("eval_return", "eval_length")
@@ -48,7 +48,7 @@ def untouched_rng(device: torch.device) -> Iterator[None]:
 
 class PeriodicEvaluation:
     def __init__(self, cfg: DictConfig, network, every: int):
-        self.every, self.episodes, self.seed = every, int(cfg.eval_episodes), SEED_OFFSET + int(cfg.seed)
+        self.every, self.episodes, self.seed = every, int(cfg.eval_episodes), eval_seed(int(cfg.seed))
         self.device = next(network.parameters()).device
         env_cfg = cfg.env
         with untouched_rng(self.device):

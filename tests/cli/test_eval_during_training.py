@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import compose_config
 from recurl import load_policy
-from recurl.evaluate import SEED_OFFSET, evaluate_policy
+from recurl.evaluate import eval_seed, evaluate_policy
 from recurl.periodic_eval import untouched_rng
 from recurl.training import prepare, run, train
 
@@ -66,7 +66,7 @@ def test_the_last_evaluation_is_the_trained_policys_and_goes_to_tensorboard(tmp_
     assert train(config("ppo", "total_steps=64", "eval_every=1000", "eval_episodes=3"), tmp_path) == 0
     assert evaluated_steps(tmp_path) == [64]  # never a multiple of 1000: only the final evaluation
     last = rows(tmp_path)[-1]
-    episodes = evaluate_policy(load_policy(tmp_path), 3, SEED_OFFSET + 0)
+    episodes = evaluate_policy(load_policy(tmp_path), 3, eval_seed(0))
     assert float(last["eval_return"]) == pytest.approx(np.mean([e.episode_return for e in episodes]))
     assert float(last["eval_length"]) == pytest.approx(np.mean([e.length for e in episodes]))
     events = EventAccumulator(str(tmp_path / "tensorboard"))

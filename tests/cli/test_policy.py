@@ -15,8 +15,8 @@ import recurl
 from conftest import compose_config
 from recurl.agents.actor import Actor
 from recurl.checkpoint import CheckpointError
-from recurl.envs import make_vector_env
-from recurl.evaluate import evaluate_policy
+from recurl.envs import env_seeds, make_vector_env
+from recurl.evaluate import eval_seed, evaluate_policy
 from recurl.evaluate import main as evaluate_main
 from recurl.export import main as export_main
 from recurl.training import train
@@ -67,7 +67,7 @@ def test_the_policy_acts_as_the_training_loop_did(runs, name):
     actor = Actor(encoded, network.inputs, network.initial_state(num_envs), network.to_env, dtype=torch.float32,
                   device=torch.device("cpu"), seed=seed)
     raw = SyncVectorEnv([policy.make_env] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-    obs, _ = raw.reset(seed=seed)
+    obs, _ = raw.reset(seed=env_seeds(seed, num_envs))
     state, reset, reward = policy.initial_state(num_envs), np.ones(num_envs, bool), np.zeros(num_envs)
     ended = 0
     for _ in range(120):
@@ -135,6 +135,17 @@ def test_bad_runs_are_refused_in_one_line(runs, tmp_path, capsys):
     corrupt.write_bytes((runs["popgym"] / "checkpoints" / "final.pt").read_bytes()[:300])
     with pytest.raises(CheckpointError, match="is corrupt or not a recurl checkpoint"):
         recurl.load_policy(corrupt)
+
+
+def test_each_run_seed_is_evaluated_on_episodes_of_its_own(runs, capsys):
+    """With S + i for run seed S, the runs of seeds 0 and 1 would share all but one of their episodes."""
+    assert [eval_seed(s) for s in (0, 1, 2)] == [1_000_000, 2_000_000, 3_000_000]
+    evaluate_main([str(runs["popgym"]), "--episodes", "2", "--envs", "1"])
+    with (runs["popgym"] / "eval.csv").open() as f:
+        seeds = [int(row["seed"]) for row in csv.DictReader(f)]
+    first = eval_seed(int(recurl.load_policy(runs["popgym"]).config.seed))
+    assert seeds == [first, first + 1]
+    assert f"seeds {first}..{first + 1}" in capsys.readouterr().out
 
 
 def test_a_negative_seed_is_refused_in_one_line(runs, capsys):

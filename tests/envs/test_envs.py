@@ -20,6 +20,7 @@ from recurl.envs import (
     UnsupportedSpaceError,
     encode_observations,
     encoded_size,
+    env_seeds,
     final_observations,
     finished_episodes,
     make_vector_env,
@@ -417,3 +418,25 @@ def test_an_env_whose_package_is_missing_is_one_line_naming_it():
         "`pip install swig`"
     )
 
+
+
+def test_run_seeds_share_no_env_stream():
+    """Gymnasium's reset(seed=s) gives sub-env i the seed s + i, so seed 1's sub-env 0 would replay seed 0's sub-env
+    1 (POPGym's observations do not depend on the actions): seeds meant to be independent runs would share data."""
+
+    def streams(seed):
+        envs = make_vector_env("popgym", "RepeatPreviousEasy", 4, seed)
+        try:
+            out = [envs.reset(seed=env_seeds(seed, 4))[0]]  # the reset make_vector_env did, again
+            out += [envs.step(envs.action_space.sample())[0] for _ in range(30)]
+            return np.stack(out, axis=1)  # [env, step, obs]
+        finally:
+            envs.close()
+
+    first, second = streams(0), streams(1)
+    np.testing.assert_array_equal(first, streams(0))
+    for i in range(4):
+        for j in range(4):
+            assert not np.array_equal(first[i], second[j]), (i, j)
+    assert len(set(env_seeds(0, 64)) | set(env_seeds(1, 64))) == 128
+    assert env_seeds(3, 8)[:4] == env_seeds(3, 4)  # more envs add streams, keep the first ones
