@@ -1,5 +1,6 @@
 """``check_field_types``: an agent config's values have the types its dataclass annotates, or the run is refused in
-one line (Hydra passes ``agent.learning_rate=abc`` on as the string ``'abc'``)."""
+one line (Hydra passes ``agent.learning_rate=abc`` on as the string ``'abc'``); and the value checks the agents
+share."""
 
 from __future__ import annotations
 
@@ -29,3 +30,10 @@ def check_field_types(config) -> None:
         if not any(_fits(value, kind) for kind in kinds):
             expected = " or ".join(EXPECTED[kind] for kind in kinds)
             raise ValueError(f"agent.{field.name} must be {expected}, got {value!r}")
+
+
+def check_max_grad_norm(value: float | None) -> None:
+    """Gradient clipping's norm: positive, or None for no clipping. 0 would scale every gradient to zero: a run that
+    trains without learning."""
+    if value is not None and value <= 0:
+        raise ValueError(f"agent.max_grad_norm must be positive (null: no clipping), got {value}")

@@ -55,7 +55,7 @@ from torch import nn
 
 from recurl.agents.actor import Transition, state_from_tensordict, state_to_tensordict
 from recurl.agents.base import RecurrentAgent
-from recurl.agents.config_types import check_field_types
+from recurl.agents.config_types import check_field_types, check_max_grad_norm
 from recurl.agents.errors import check_finite_loss
 from recurl.agents.inputs import AgentInputs
 from recurl.agents.q_network import RecurrentQNetwork
@@ -101,10 +101,10 @@ class DQNConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"agent.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("learning_starts", "burn_in", "learning_rate", "max_grad_norm", "priority_exponent",
-                     "importance_exponent"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
+        for name in ("learning_starts", "burn_in", "learning_rate", "priority_exponent", "importance_exponent"):
+            if getattr(self, name) < 0:
                 raise ValueError(f"agent.{name} must be non-negative, got {getattr(self, name)}")
+        check_max_grad_norm(self.max_grad_norm)
         for name in ("gamma", "epsilon_start", "epsilon_end", "epsilon_decay_fraction", "priority_eta"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"agent.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -139,6 +139,13 @@ class DQN(RecurrentAgent):
             )
         except ValueError as error:
             raise ValueError(f"agent.buffer_capacity is too small for env.num_envs={envs.num_envs}: {error}") from None
+        sequences = self.replay.priorities.numel()
+        if config.batch_size > sequences:
+            raise ValueError(
+                f"agent.batch_size={config.batch_size} is more than the {sequences} sequences the replay holds "
+                f"(agent.buffer_capacity={config.buffer_capacity} over {envs.num_envs} envs, in sequences of "
+                f"{config.sequence_length}); lower agent.batch_size or raise agent.buffer_capacity"
+            )
 
     @property
     def q_net(self) -> RecurrentQNetwork:

@@ -28,7 +28,7 @@ from torch import nn
 from recurl.agents.actor import state_from_tensordict, state_to_tensordict
 from recurl.agents.actor_critic import RecurrentActorCritic
 from recurl.agents.base import RecurrentAgent
-from recurl.agents.config_types import check_field_types
+from recurl.agents.config_types import check_field_types, check_max_grad_norm
 from recurl.agents.errors import check_finite_loss
 from recurl.agents.gae import generalized_advantages
 from recurl.agents.inputs import AgentInputs
@@ -61,9 +61,10 @@ class PPOConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"agent.{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("learning_rate", "clip_coef", "value_coef", "entropy_coef", "max_grad_norm"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
+        for name in ("learning_rate", "clip_coef", "value_coef", "entropy_coef"):
+            if getattr(self, name) < 0:
                 raise ValueError(f"agent.{name} must be non-negative, got {getattr(self, name)}")
+        check_max_grad_norm(self.max_grad_norm)
 
 
 class PPO(RecurrentAgent):

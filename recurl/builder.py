@@ -79,8 +79,8 @@ def setup(cfg: DictConfig) -> tuple[VectorEnv, Agent]:
     """Check the config and build envs, memory and agent."""
     total_steps = positive_int(cfg, "total_steps")
     positive_int(cfg, "checkpoint_every")
-    if not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**32:
+        raise ValueError(f"seed must be an integer from 0 to 2**32 - 1 (numpy's seed range), got {cfg.seed!r}")
     if cfg.torch_threads is not None:
         torch.set_num_threads(positive_int(cfg, "torch_threads"))
     device = resolve_device(str(cfg.device))

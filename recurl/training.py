@@ -193,7 +193,9 @@ def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
 
 
 def check_run_options(cfg: DictConfig) -> None:
-    """The options ``run`` reads beside ``setup``'s (evaluation, logger), checked before anything is built."""
+    """The options ``run`` reads beside ``setup``'s (video, evaluation, logger), checked before anything is built."""
+    if not isinstance(cfg.video, bool):  # Hydra passes video=no on as the string 'no', which is true
+        raise ValueError(f"video must be true or false, got {cfg.video!r}")
     eval_every(cfg)
     check_logger(cfg)
 

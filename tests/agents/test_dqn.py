@@ -354,7 +354,7 @@ def test_replay_memory_is_proportional_to_capacity():
 
 
 def test_replay_refuses_a_saved_buffer_of_another_shape():
-    small, large = counter_agent(buffer_capacity=96), counter_agent(buffer_capacity=192)
+    small, large = counter_agent(buffer_capacity=96, batch_size=8), counter_agent(buffer_capacity=192, batch_size=8)
     small.collect()
     with pytest.raises(ValueError, match="saved replay steps"):
         large.replay.load_state_dict(small.replay.state_dict())

@@ -216,6 +216,15 @@ def test_an_early_stop_says_where_the_run_is(tmp_path, capsys):
         ("agent.epochs=true", "agent.epochs must be an integer, got True"),
         ("agent.normalize_advantages=no", "agent.normalize_advantages must be true or false, got 'no'"),
         ("agent.max_grad_norm=abc", "agent.max_grad_norm must be a number or null, got 'abc'"),
+        ("agent.max_grad_norm=0", "agent.max_grad_norm must be positive (null: no clipping), got 0"),  # no learning
+        ("agent=dqn agent.max_grad_norm=0", "agent.max_grad_norm must be positive (null: no clipping), got 0"),
+        (  # 4 envs x 256 steps, 240 in sequences of 40: 24 sequences; a batch of 10^5 once filled 23 GB and was killed
+            "agent=dqn agent.buffer_capacity=1024 agent.batch_size=100000",
+            "agent.batch_size=100000 is more than the 24 sequences the replay holds",
+        ),
+        ("video=no", "video must be true or false, got 'no'"),  # the string 'no' is true: it recorded videos
+        ("seed=4294967296", "seed must be an integer from 0 to 2**32 - 1 (numpy's seed range), got 4294967296"),
+        ("seed=true", "seed must be an integer from 0 to 2**32 - 1"),
         ("agent=dqn agent.gamma=abc", "agent.gamma must be a number, got 'abc'"),
         ("agent=dqn agent.value_rescaling=1", "agent.value_rescaling must be true or false, got 1"),
         ("env.max_episode_steps=abc", "env.max_episode_steps must be a positive integer, got 'abc'"),
