@@ -23,11 +23,13 @@ from recurl.run_groups import RESUMED_CONFIG
 
 #: The ``experiment=`` presets.
 PRESETS = Path(__file__).parent / "conf" / "experiment"
-#: What a checkpoint was made for: override key -> the config key it must agree with on resume.
+#: What a checkpoint was made for: override key -> the config key it must agree with on resume. (The seed made the
+#: weights, envs and random streams the checkpoint holds: a resume with another would only mislabel the run.)
 FIXED = {
     "agent": "agent.name", "agent.name": "agent.name",
     "memory": "memory.name", "memory.name": "memory.name",
     "env": "env.suite", "env.suite": "env.suite", "env.id": "env.id",
+    "seed": "seed",
 }
 
 
@@ -126,11 +128,12 @@ def resumed_config(checkpoint: Path, overrides: list[str], composed: DictConfig)
     Hydra composed from the command line: a group chosen there (``logger=wandb``) is taken from it whole, since an
     override names the group's option, not its content."""
     cfg = saved_config(checkpoint)
+    _check_belongs(checkpoint, cfg)
     for override in overrides:
         key, _, value = override.lstrip("+").partition("=")
         if key in FIXED:
             saved = OmegaConf.select(cfg, FIXED[key])
-            if value != str(saved):
+            if not _same(FIXED[key], value, saved, cfg):
                 raise ValueError(f"{override}: a resumed run keeps its {FIXED[key]} ({saved}); start a new run instead")
         elif key == "experiment":
             _check_preset(value, cfg, overrides)
@@ -139,6 +142,39 @@ def resumed_config(checkpoint: Path, overrides: list[str], composed: DictConfig)
         else:
             cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
     return cfg
+
+
+def _same(key: str, given: str, saved, cfg: DictConfig) -> bool:
+    """Whether the command line's ``key=given`` names the run's ``saved`` value: an env id in either of its forms
+    (``RepeatFirstEasy`` is ``popgym-RepeatFirstEasy-v0``)."""
+    if given == str(saved):
+        return True
+    if key != "env.id":
+        return False
+    from recurl.envs import resolve_env_id  # gymnasium and the suite: only to compare two spellings of an id
+
+    try:
+        return resolve_env_id(cfg.env.suite, given) == resolve_env_id(cfg.env.suite, str(saved))
+    except ValueError:
+        return False
+
+
+def _check_belongs(checkpoint: Path, cfg: DictConfig) -> None:
+    """A checkpoint is its run folder's own: the run that wrote it had the folder's agent, memory, env and seed (one
+    copied in from another run would continue this run as that one). Folders without Hydra's record (runs made
+    through ``recurl.training.train``) are not checked."""
+    run_dir = _run_dir_of(checkpoint)
+    recorded = run_dir / RESUMED_CONFIG if (run_dir / RESUMED_CONFIG).is_file() else run_dir / ".hydra" / "config.yaml"
+    if not recorded.is_file():
+        return
+    folder = OmegaConf.load(recorded)
+    for key in dict.fromkeys(FIXED.values()):
+        theirs, ours = OmegaConf.select(cfg, key), OmegaConf.select(folder, key)
+        if theirs != ours:
+            raise ValueError(
+                f"{checkpoint} is not this run's: it was made with {key}={theirs}, the run in {run_dir} has "
+                f"{key}={ours}; resume the run that made it, or put this run's checkpoint back"
+            )
 
 
 def _check_preset(name: str, cfg: DictConfig, overrides: list[str]) -> None:
@@ -166,14 +202,33 @@ def record_resumed_config(run_dir: Path, config: dict) -> None:
         OmegaConf.save(OmegaConf.create(config), f)
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop the rows logged after ``step`` (written after the checkpoint; the resumed run writes them again)."""
+def metrics_kept(path: Path, step: int) -> list[list[str]] | None:
+    """The rows of ``path`` (a run's metrics.csv) that a resume from ``step`` keeps, header first, or None when it
+    keeps them all (or there is no file). Rows past ``step`` were written after the checkpoint, and the resumed run
+    writes them again; so was a last row cut short by a crash mid-write, which goes too. Damage anywhere else is
+    refused (ValueError) before anything is written: only the run's owner can tell what the file should hold."""
     if not path.is_file():
-        return
+        return None
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
-    kept = rows[:1] + [row for row in rows[1:] if int(row[0]) <= step]
-    if len(kept) == len(rows):
-        return
+    header = rows[0] if rows else []
+    if header[:1] != ["step"] or "wall_time" not in header:
+        raise ValueError(f"{path} has no metrics header (step, ..., wall_time); move the file aside to resume")
+    complete = rows[1:]
+    if complete and not _is_row(complete[-1], header):
+        complete = complete[:-1]  # written when the run died
+    for number, row in enumerate(complete, 2):
+        if not _is_row(row, header):
+            raise ValueError(f"{path}: line {number} is damaged ({','.join(row)[:60]}); repair or remove that line")
+    kept = [row for row in complete if int(row[0]) <= step]
+    return None if len(kept) == len(rows) - 1 else [header, *kept]
+
+
+def _is_row(row: list[str], header: list[str]) -> bool:
+    return len(row) == len(header) and row[0].isdigit()
+
+
+def write_metrics(path: Path, rows: list[list[str]]) -> None:
+    """Replace ``path`` by ``rows`` (``metrics_kept``'s) at once."""
     with replacing(path, newline="") as f:
-        csv.writer(f).writerows(kept)
+        csv.writer(f).writerows(rows)

@@ -11,7 +11,7 @@ policy is evaluated periodically (``recurl.periodic_eval``); ``logger=wandb|mlfl
 (``recurl.trackers``).
 
 ``resume=PATH`` (a run folder or a checkpoint file) continues that run in its own folder, with its saved config and
-any overrides given beside ``resume`` (the backbone, agent and env cannot change). ``metrics.csv`` keeps its rows up to
+any overrides given beside ``resume`` (the backbone, agent, env and seed cannot change). ``metrics.csv`` keeps its rows up to
 the checkpoint's step and grows from there; on CPU a resumed run reproduces the uninterrupted one row for row.
 
 A mistake in the command line or config (an unknown group option or key, an override Hydra cannot parse, a value
@@ -44,12 +44,13 @@ from recurl.periodic_eval import PeriodicEvaluation, eval_every
 from recurl.resume import (
     existing_run,
     holds_a_run,
+    metrics_kept,
     output_subdir_for,
     record_resumed_config,
     resolve_resume,
     resumed_config,
     run_dir_for,
-    truncate_metrics,
+    write_metrics,
 )
 from recurl.run_logger import RunLogger, run_log
 from recurl.trackers import check_logger, make_tracker
@@ -80,20 +81,24 @@ class _StopRequest:
 
 def run(cfg: DictConfig, run_dir: Path, envs, agent, returns_record: dict | None = None) -> int:
     """Train ``agent`` until ``total_steps``; returns the process exit code (0, non-zero when stopped early, 2 for a
-    mistake in the evaluation or logger options, or a tracker that cannot start: one line, and nothing written).
+    mistake in the evaluation or logger options, a damaged metrics.csv or a tracker that cannot start: one line, and
+    nothing written).
     However training ends, the last line says so (``run_log``). ``returns_record``: a resumed run's last episode
     returns before its checkpoint (``load_into``), so that its final return is the run's, not the session's."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
+    metrics = run_dir / "metrics.csv"
     try:
         every = eval_every(cfg)
+        kept = metrics_kept(metrics, agent.global_step) if agent.global_step else None
         tracker = make_tracker(cfg, run_dir, config)
     except ValueError as error:
         envs.close()
         print(f"recurl.train: error: {error}", file=sys.stderr)
         return 2
     if agent.global_step:  # resumed, and nothing refused it: the rows past its checkpoint go, its config is recorded
-        truncate_metrics(run_dir / "metrics.csv", agent.global_step)
+        if kept is not None:
+            write_metrics(metrics, kept)
         record_resumed_config(run_dir, config)  # what it runs with now, perhaps another total_steps, is compared by
     with run_log(run_dir) as log:
         logger = RunLogger(

@@ -1,5 +1,6 @@
 """Resuming: what a resumed run starts from, which overrides beside ``resume=`` apply, and where it writes."""
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,76 @@ def test_a_resumed_run_is_compared_by_the_config_it_runs_with_now(tmp_path):
     grouped_by = load_run(tmp_path).config
     assert grouped_by["total_steps"] == 128 and grouped_by["agent.learning_rate"] == 0.01
 
+
+
+def made_by_hydra(run_dir, *overrides):
+    """A run trained as ``python -m recurl.train`` makes it: with Hydra's record of its config."""
+    cfg = config(*overrides)
+    assert train(cfg, run_dir) == 0
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return run_dir
+
+
+def test_a_checkpoint_copied_in_from_another_run_is_refused(tmp_path):
+    """It would continue this run as that one: the LSTM's rows appended to minGRU's, under minGRU's name."""
+    mingru = made_by_hydra(tmp_path / "mingru", "total_steps=64")
+    lstm = made_by_hydra(tmp_path / "lstm", "total_steps=64", "memory=lstm")
+    (mingru / "checkpoints" / "latest.pt").write_bytes((lstm / "checkpoints" / "latest.pt").read_bytes())
+    with pytest.raises(ValueError, match=r"latest.pt is not this run's: it was made with memory.name=lstm, the run in "
+                       r".*mingru has memory.name=mingru; resume the run that made it"):
+        resumed(f"resume={mingru}", "total_steps=128")
+    other_seed = made_by_hydra(tmp_path / "seed1", "total_steps=64", "seed=1")
+    (other_seed / "checkpoints" / "latest.pt").write_bytes((lstm / "checkpoints" / "latest.pt").read_bytes())
+    with pytest.raises(ValueError, match="made with memory.name=lstm"):
+        resumed(f"resume={other_seed}", "total_steps=128")
+    prepared = resumed(f"resume={lstm}", "total_steps=128")  # its own checkpoint resumes
+    assert run(*prepared) == 0
+
+
+def test_a_resume_keeps_its_seed(tmp_path):
+    """The checkpoint's weights, envs and random streams came from its seed: another would only mislabel the run
+    (recurl.compare would count it as that seed; recurl.evaluate would pick that seed's episodes)."""
+    assert train(config("total_steps=64"), tmp_path) == 0
+    with pytest.raises(ValueError, match=r"seed=5: a resumed run keeps its seed \(0\); start a new run instead"):
+        resumed(f"resume={tmp_path}", "seed=5", "total_steps=128")
+    prepared = resumed(f"resume={tmp_path}", "seed=0", "total_steps=128")  # as a re-run suite command gives it
+    assert run(*prepared) == 0
+
+
+def test_an_env_id_in_its_other_form_is_the_same_env(tmp_path):
+    """README: env=popgym takes the full id or the short one; a resume accepts either for the run's env."""
+    assert train(config("total_steps=64", "env.id=RepeatFirstEasy"), tmp_path) == 0
+    prepared = resumed(f"resume={tmp_path}", "env.id=popgym-RepeatFirstEasy-v0", "total_steps=128")
+    assert run(*prepared) == 0
+    with pytest.raises(ValueError, match=r"env.id=CountRecallEasy: a resumed run keeps its env.id"):
+        resumed(f"resume={tmp_path}", "env.id=CountRecallEasy", "total_steps=192")
+
+
+def test_a_metrics_row_cut_short_by_a_crash_is_dropped_on_resume(tmp_path):
+    """The crash came mid-write of a row past the checkpoint: the row goes, and the rows after it are whole."""
+    assert train(config("total_steps=128"), tmp_path) == 0
+    metrics = tmp_path / "metrics.csv"
+    before = metrics.read_text()
+    metrics.write_text(before + "19")  # of 192,...: read alone, a step before the checkpoint
+    assert run(*resumed(f"resume={tmp_path}", "total_steps=192")) == 0
+    with metrics.open(newline="") as f:
+        lines = list(csv.reader(f))
+    assert [int(row[0]) for row in lines[1:]] == [64, 128, 192]
+    assert all(len(row) == len(lines[0]) for row in lines)
+
+
+@pytest.mark.parametrize("damage", ["header", "middle row"])
+def test_a_damaged_metrics_file_is_refused_and_kept(tmp_path, capsys, damage):
+    assert train(config("total_steps=128"), tmp_path) == 0
+    metrics = tmp_path / "metrics.csv"
+    lines = metrics.read_text().splitlines(keepends=True)
+    lines[0 if damage == "header" else 1] = "abc,1\n"
+    metrics.write_text("".join(lines))
+    damaged = metrics.read_bytes()
+    capsys.readouterr()  # the first session's lines
+    assert run(*resumed(f"resume={tmp_path}", "total_steps=192")) == 2
+    error = capsys.readouterr().err.strip()
+    expected = "has no metrics header" if damage == "header" else "metrics.csv: line 2 is damaged (abc,1)"
+    assert error.startswith("recurl.train: error: ") and expected in error
+    assert metrics.read_bytes() == damaged
