@@ -11,8 +11,9 @@ policy is evaluated periodically (``recurl.periodic_eval``); ``logger=wandb|mlfl
 (``recurl.trackers``).
 
 ``resume=PATH`` (a run folder or a checkpoint file) continues that run in its own folder, with its saved config and
-any overrides given beside ``resume`` (the backbone, agent, env and seed cannot change). ``metrics.csv`` keeps its rows up to
-the checkpoint's step and grows from there; on CPU a resumed run reproduces the uninterrupted one row for row.
+any overrides given beside ``resume`` (the backbone, agent, env and seed cannot change). ``metrics.csv`` keeps its
+rows up to the checkpoint's step and grows from there; on CPU a resumed run reproduces the uninterrupted one row for
+row.
 
 A mistake in the command line or config (an unknown group option or key, an override Hydra cannot parse, a value
 of the wrong type or out of range, a bad checkpoint) is one line naming it and exit code 2, and leaves no run folder
