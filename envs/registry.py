@@ -20,6 +20,12 @@ SUITES = ("popgym", "minigrid", "gym")
 _PACKAGES = {"popgym": "popgym", "minigrid": "minigrid"}
 # Id prefixes, only to tell a user who passed an id to the wrong suite which one it belongs to.
 _PREFIXES = {"popgym": ("popgym-",), "minigrid": ("MiniGrid-", "BabyAI-")}
+# Registered only when their optional package can be imported (popgym.envs.has_mazelib): id -> that package.
+_NEED_PACKAGE = {
+    f"popgym-Labyrinth{game}{level}-v0": "mazelib"
+    for game in ("Escape", "Explore")
+    for level in ("Easy", "Medium", "Hard")
+}
 # Registered but unable to run: minigrid's wheel lacks the pattern images its WFC envs read when they reset.
 _BROKEN_MODULES = {"minigrid.envs.wfc": "minigrid's wheel lacks the pattern images of its WFC envs"}
 _WHERE_IDS_COME_FROM = {
@@ -48,7 +54,8 @@ def resolve_env_id(suite: str, env_id: str) -> str:
       is so that a worker process that did not inherit the registry imports it too.
 
     Raises ``ValueError`` (one line: the id, the suite, close matches or where
-    ids come from) for an unknown id or an id of another suite.
+    ids come from) for an unknown id or an id of another suite, and (naming the
+    package to install) for a POPGym id registered only with an optional package.
     """
     import_suite(suite)
     if suite == "gym":
@@ -59,10 +66,16 @@ def resolve_env_id(suite: str, env_id: str) -> str:
         if broken:
             raise ValueError(f"env id {env_id!r} cannot run: {broken}; choose another {suite} id")
         return env_id
-    if suite == "popgym" and f"popgym-{env_id}-v0" in ids:
-        return f"popgym-{env_id}-v0"
     candidates = ids
     if suite == "popgym":
+        full_id = env_id if env_id.startswith("popgym-") else f"popgym-{env_id}-v0"
+        if full_id in ids:
+            return full_id
+        package = _NEED_PACKAGE.get(full_id)
+        if package:
+            raise ValueError(
+                f"env {full_id} needs the {package} package, which is not installed: pip install {package}"
+            )
         candidates = ids + [i.removeprefix("popgym-").removesuffix("-v0") for i in ids]
     raise ValueError(_unknown_id_message(suite, env_id, candidates))
 

@@ -35,6 +35,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def seed_value(text: str) -> int:
+    """An argparse type: a seed, from 0 to 2**32 - 1 (numpy's range, and recurl.train's)."""
+    value = non_negative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is past 2**32 - 1; give a seed from 0 to {2**32 - 1}")
+    return value
+
+
 def _integer(text: str, fix: str) -> int:
     try:
         return int(text)

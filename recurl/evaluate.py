@@ -2,15 +2,15 @@
 
     python -m recurl.evaluate RUN [--episodes N] [--sampled] [--checkpoint PATH] [--seed S] [--envs K]
 
-Episode ``i`` starts from ``env.reset(seed=S + i)`` (``S`` defaults to ``eval_seed(run seed)``, 1,000,000 x (the run's
-seed + 1): each run seed has its own million episodes, so the runs of a backbone's seeds are evaluated on different
-episodes, as they trained on different ones), so an evaluation is reproducible and two policies can be compared on the
-same episodes. Actions are the most likely ones unless ``--sampled``; then episode ``i`` samples its actions from a torch
-generator of its own, seeded with ``S + i``. ``K`` envs play at once (each its own share of the episodes, in order).
-The results repeat exactly for the same ``K``; across ``K`` they agree up to floating-point rounding (a batch of
-another size rounds its matrix products differently): in practice the same discrete actions, and continuous actions
-(Box) that differ in their last bits. It prints the mean ± std of the return and the length and writes one row per
-episode to ``RUN/eval.csv`` (replaced atomically).
+Episode ``i`` starts from ``env.reset(seed=S + i)``, so an evaluation is reproducible and two policies can be
+compared on the same episodes. ``S`` defaults to ``eval_seed(run seed)``, 1,000,000 x (the run's seed + 1): each run
+seed has its own million episodes, so the runs of a backbone's seeds are evaluated on different episodes, as they
+trained on different ones. Actions are the most likely ones unless ``--sampled``; then episode ``i`` samples its
+actions from a torch generator of its own, seeded with ``S + i``. ``K`` envs play at once (each its own share of the
+episodes, in order). The results repeat exactly for the same ``K``; across ``K`` they agree up to floating-point
+rounding (a batch of another size rounds its matrix products differently): in practice the same discrete actions,
+and continuous actions (Box) that differ in their last bits. It prints the mean ± std of the return and the length and
+writes one row per episode to ``RUN/eval.csv`` (replaced atomically; checked writable before any episode is played).
 
 Training's periodic evaluation (``eval_every``) uses ``evaluate_policy`` with the live network, most likely actions
 and the same seeds every time, so its ``eval_return`` curve compares like with like.
@@ -19,6 +19,7 @@ and the same seeds every time, so its ``eval_return`` curve compares like with l
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 
 from recurl.atomic_file import replacing
 from recurl.checkpoint import CheckpointError
-from recurl.command_line import Parser, non_negative_int, positive_int
+from recurl.command_line import Parser, positive_int, seed_value
 from recurl.policy import Policy, load_policy
 
 #: The episode seeds of each run seed's evaluation (``eval_seed``).
@@ -129,19 +130,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=positive_int, default=10, help="episodes to play (default 10)")
     parser.add_argument("--sampled", action="store_true", help="sample actions (default: the most likely action)")
     parser.add_argument("--checkpoint", type=Path, help="default: RUN/checkpoints/final.pt, else latest.pt")
-    parser.add_argument("--seed", type=non_negative_int, help=f"seed of episode 0 (default: {SEEDS_PER_RUN:,} x (the run's seed + 1))")
+    parser.add_argument(
+        "--seed", type=seed_value, help=f"seed of episode 0 (default: {SEEDS_PER_RUN:,} x (the run's seed + 1))"
+    )
     parser.add_argument("--envs", type=positive_int, default=8, help="envs played at once (default 8)")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         parser.refuse(f"{args.run_dir} is not a folder")
+    path = args.run_dir / "eval.csv"
+    if path.is_dir():  # checked before the episodes are played, as is the folder below
+        parser.refuse(f"cannot write {path}: it is a folder; move it away or remove it")
+    if not os.access(args.run_dir, os.W_OK):
+        parser.refuse(f"cannot write {path}: {args.run_dir} is read-only; make it writable")
     try:
         policy = load_policy(args.checkpoint or args.run_dir)
         seed = eval_seed(int(policy.config.seed)) if args.seed is None else args.seed
         episodes = evaluate_policy(policy, args.episodes, seed, deterministic=not args.sampled, num_envs=args.envs)
     except (ValueError, CheckpointError) as error:
         parser.refuse(str(error))
-    path = args.run_dir / "eval.csv"
-    write_csv(path, episodes)
+    try:
+        write_csv(path, episodes)
+    except OSError as error:  # a full disk: the previous eval.csv, if any, is kept
+        parser.refuse(f"cannot write {path}: {error.strerror}; free some space, or fix the folder, and evaluate again")
     mode = "sampled actions" if args.sampled else "most likely actions"
     print(f"{summary(episodes)} ({mode}, seeds {seed}..{seed + args.episodes - 1}); {path}", file=sys.stdout)
 

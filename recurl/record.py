@@ -15,6 +15,7 @@ reproducible.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,22 +51,39 @@ def record_episodes(
     checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint(run_dir)
     policy = load_policy(checkpoint)
     cfg = policy.config
+    videos = videos_folder(run_dir)
     env = make_render_env(cfg.env.suite, str(cfg.env.id), max_episode_steps=cfg.env.max_episode_steps)
     stem = checkpoint.stem + ("" if deterministic else "-sampled")
-    (run_dir / "videos").mkdir(exist_ok=True)
     recorded = []
     try:
         for k in range(episodes):
-            path = run_dir / "videos" / f"{stem}-ep{k}.mp4"
+            path = videos / f"{stem}-ep{k}.mp4"
             with imageio.get_writer(path, fps=fps or default_fps(env), codec="libx264") as writer:
                 episode_return, length = play_episode(
                     policy, env, writer.append_data, seed=cfg.seed if k == 0 else None,
                     generator=torch.Generator().manual_seed(cfg.seed + k), deterministic=deterministic, overlay=overlay,
                 )
             recorded.append(RecordedEpisode(path, episode_return, length))
+    except OSError as error:  # ffmpeg could not write a video (a full disk); the earlier ones are kept
+        raise ValueError(f"cannot write {path}: {str(error).splitlines()[0]}; fix that and record again") from None
     finally:
         env.close()
     return recorded
+
+
+def videos_folder(run_dir: Path) -> Path:
+    """``run_dir/videos``, made if missing; a ``ValueError`` naming it and the fix where videos cannot be written in
+    it, before any episode is played."""
+    videos = run_dir / "videos"
+    try:
+        videos.mkdir(exist_ok=True)
+    except FileExistsError:  # a file of that name
+        raise ValueError(f"cannot write videos in {videos}: it is a file; move it away or remove it") from None
+    except OSError as error:  # a read-only run folder
+        raise ValueError(f"cannot make {videos}: {error.strerror}; make {run_dir} writable") from None
+    if not os.access(videos, os.W_OK):
+        raise ValueError(f"cannot write videos in {videos}: it is read-only; make it writable")
+    return videos
 
 
 def play_episode(
@@ -102,13 +120,16 @@ def record_run(
 
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(
-        prog="python -m recurl.record", description="Play a run's trained agent and write one mp4 per episode to RUN_DIR/videos/."
+        prog="python -m recurl.record",
+        description="Play a run's trained agent and write one mp4 per episode to RUN_DIR/videos/.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     parser.add_argument("--episodes", type=positive_int, default=3, help="episodes to record (default 3)")
     parser.add_argument("--checkpoint", type=Path, help="default: RUN_DIR/checkpoints/final.pt, else latest.pt")
     parser.add_argument("--sampled", action="store_true", help="sample actions (default: the most likely action)")
-    parser.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True, help="caption bar (default on)")
+    parser.add_argument(
+        "--overlay", action=argparse.BooleanOptionalAction, default=True, help="caption bar (default on)"
+    )
     parser.add_argument("--fps", type=positive_int, help="default: the env's render_fps for pictures, 2 for text")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():

@@ -21,6 +21,7 @@ SUITE = ["--tasks", "RepeatFirstEasy", "--memories", "mlp", "--dir", "suite"]
         ("evaluate", ["RUN", "--episodes", "0"], "argument --episodes: 0 is not positive; give 1 or more"),
         ("evaluate", ["RUN", "--envs", "two"], "argument --envs: 'two' is not an integer; give 1 or more"),
         ("evaluate", ["RUN", "--seed", "-3"], "argument --seed: -3 is negative; give 0 or more"),
+        ("evaluate", ["RUN", "--seed", "4294967296"], "argument --seed: 4294967296 is past 2**32 - 1; give a seed"),
         ("record", ["RUN", "--fps", "0"], "argument --fps: 0 is not positive; give 1 or more"),
         ("record", ["RUN", "--episodes", "-1"], "argument --episodes: -1 is not positive; give 1 or more"),
         ("export", ["RUN"], "the following arguments are required: --out"),

@@ -2,6 +2,9 @@
 Also recurl.export's refusal of an --out it cannot write (tests/cli/test_export.py trains a run per backbone)."""
 
 import csv
+import errno
+import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -135,6 +138,47 @@ def test_bad_runs_are_refused_in_one_line(runs, tmp_path, capsys):
     corrupt.write_bytes((runs["popgym"] / "checkpoints" / "final.pt").read_bytes()[:300])
     with pytest.raises(CheckpointError, match="is corrupt or not a recurl checkpoint"):
         recurl.load_policy(corrupt)
+
+
+def _not_played(*args, **kwargs):
+    raise AssertionError("episodes were played before the refusal")
+
+
+def test_an_eval_csv_that_cannot_be_written_is_refused_before_playing(runs, tmp_path, capsys, monkeypatch):
+    """RUN/eval.csv a folder, or RUN read-only (faked: root writes in read-only folders too): one line, exit 2."""
+    run = shutil.copytree(runs["popgym"], tmp_path / "run", ignore=shutil.ignore_patterns("eval.csv"))
+    monkeypatch.setattr("recurl.evaluate.evaluate_policy", _not_played)
+    (run / "eval.csv").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main([str(run)])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        f"recurl.evaluate: error: cannot write {run / 'eval.csv'}: it is a folder; move it away or remove it\n"
+    )
+    (run / "eval.csv").rmdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != run)
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main([str(run)])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        f"recurl.evaluate: error: cannot write {run / 'eval.csv'}: {run} is read-only; make it writable\n"
+    )
+
+
+def test_an_eval_csv_whose_write_fails_is_one_line_and_the_previous_one_is_kept(runs, tmp_path, capsys, monkeypatch):
+    run = shutil.copytree(runs["popgym"], tmp_path / "run")
+    (run / "eval.csv").write_text("the previous evaluation\n")
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("recurl.atomic_file.os.fsync", full_disk)
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main([str(run), "--episodes", "2"])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        f"recurl.evaluate: error: cannot write {run / 'eval.csv'}: No space left on device; free some space, or fix "
+        "the folder, and evaluate again\n"
+    )
+    assert (run / "eval.csv").read_text() == "the previous evaluation\n"
+    assert not list(run.glob(".eval.csv.*"))
 
 
 def test_each_run_seed_is_evaluated_on_episodes_of_its_own(runs, capsys):

@@ -1,5 +1,9 @@
 """recurl.record and recurl.envs.render: videos of a trained agent, one frame per step plus the reset frame."""
 
+import errno
+import os
+import shutil
+from pathlib import Path
 
 import gymnasium as gym
 import imageio.v2 as imageio
@@ -90,7 +94,68 @@ def test_cli_fails_in_one_line_without_a_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         record_main([str(tmp_path)])
     assert stop.value.code == 2
-    assert capsys.readouterr().err.strip() == f"recurl.record: error: {tmp_path} has no checkpoints/final.pt or latest.pt"
+    error = capsys.readouterr().err.strip()
+    assert error == f"recurl.record: error: {tmp_path} has no checkpoints/final.pt or latest.pt"
+
+
+def _not_played(*args, **kwargs):
+    raise AssertionError("an episode was played before the refusal")
+
+
+def test_a_videos_folder_that_cannot_be_written_is_refused_before_playing(trained, tmp_path, capsys, monkeypatch):
+    """RUN_DIR/videos a file (kept as it was), or read-only, or not to be made in a read-only RUN_DIR (both faked:
+    root writes in read-only folders too): one line, exit 2."""
+    run = shutil.copytree(trained["text"], tmp_path / "run", ignore=shutil.ignore_patterns("videos"))
+    monkeypatch.setattr("recurl.record.play_episode", _not_played)
+    (run / "videos").write_text("not a folder")
+    with pytest.raises(SystemExit) as stop:
+        record_main([str(run)])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        f"recurl.record: error: cannot write videos in {run / 'videos'}: it is a file; move it away or remove it\n"
+    )
+    assert (run / "videos").read_text() == "not a folder"
+    (run / "videos").unlink()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != run / "videos")
+    with pytest.raises(SystemExit) as stop:
+        record_main([str(run)])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        f"recurl.record: error: cannot write videos in {run / 'videos'}: it is read-only; make it writable\n"
+    )
+    (run / "videos").rmdir()
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(SystemExit) as stop:
+        record_main([str(run)])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        f"recurl.record: error: cannot make {run / 'videos'}: Permission denied; make {run} writable\n"
+    )
+
+
+class _BrokenPipeWriter:
+    """imageio's ffmpeg writer once ffmpeg has died (a full disk): appending a frame raises its multi-line error."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def append_data(self, frame):
+        raise OSError("[Errno 32] Broken pipe\n\nFFMPEG COMMAND:\nffmpeg ...\n\nFFMPEG STDERR OUTPUT:\n")
+
+
+def test_a_video_whose_write_fails_is_one_line(trained, tmp_path, capsys, monkeypatch):
+    run = shutil.copytree(trained["text"], tmp_path / "run")
+    monkeypatch.setattr(imageio, "get_writer", lambda path, **options: _BrokenPipeWriter())
+    with pytest.raises(SystemExit) as stop:
+        record_main([str(run)])
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        f"recurl.record: error: cannot write {run / 'videos' / 'final-ep0.mp4'}: [Errno 32] Broken pipe; fix that and "
+        "record again\n"
+    )
 
 
 @pytest.mark.parametrize(

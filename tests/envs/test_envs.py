@@ -27,6 +27,7 @@ from recurl.envs import (
     resolve_env_id,
 )
 from recurl.envs.encoding import MAX_ONE_HOT, make_encoder
+from recurl.envs.registry import import_suite
 
 # gymnasium's env checker: popgym's CountRecall returns the same info dict at every step
 pytestmark = pytest.mark.filterwarnings("ignore:.*share an object:UserWarning")
@@ -418,6 +419,21 @@ def test_an_env_whose_package_is_missing_is_one_line_naming_it():
         "`pip install swig`"
     )
 
+
+@pytest.mark.parametrize(
+    ("env_id", "full_id"),
+    [("LabyrinthExploreEasy", "popgym-LabyrinthExploreEasy-v0"), ("popgym-LabyrinthEscapeHard-v0",) * 2],
+)
+def test_a_labyrinth_id_without_mazelib_names_the_package_to_install(env_id, full_id, monkeypatch):
+    """popgym registers its Labyrinth ids only when mazelib imports; without it they are not unknown ids (whose close
+    matches would be other games) but ids that need mazelib. Its absence is simulated where it is installed."""
+    import_suite("popgym")
+    for game in ("Escape", "Explore"):
+        for level in ("Easy", "Medium", "Hard"):
+            monkeypatch.delitem(gym.registry, f"popgym-Labyrinth{game}{level}-v0", raising=False)
+    with pytest.raises(ValueError) as error:
+        resolve_env_id("popgym", env_id)
+    assert str(error.value) == f"env {full_id} needs the mazelib package, which is not installed: pip install mazelib"
 
 
 def test_run_seeds_share_no_env_stream():
