@@ -56,8 +56,12 @@ from recurl.resume import (
 from recurl.run_logger import RunLogger, run_log
 from recurl.trackers import check_logger, make_tracker
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (a full disk, a folder where the file goes); the previous one is intact."""
+
+
 #: Conditions that end a run early without being bugs: reported in one line, exit code 1.
-RUN_STOPPERS = (EnvStepError, NonFiniteError)
+RUN_STOPPERS = (EnvStepError, NonFiniteError, CheckpointWriteError)
 
 
 class _StopRequest:
@@ -139,33 +143,37 @@ def _train(
             "returns": logger.returns_record(),
         }
         for path in paths:
-            save_checkpoint(path, payload)
-
-    with _StopRequest() as stop:
-        while agent.global_step < cfg.total_steps and stop.signal is None:
-            step_before = agent.global_step
             try:
+                save_checkpoint(path, payload)
+            except OSError as error:
+                raise CheckpointWriteError(f"cannot write {path}: {error.strerror or error}") from None
+
+    try:
+        with _StopRequest() as stop:
+            while agent.global_step < cfg.total_steps and stop.signal is None:
+                step_before = agent.global_step
                 metrics, episodes = agent.iterate()
-            except RUN_STOPPERS as error:
-                kept = f"the last checkpoint, {latest}," if latest.exists() else "no checkpoint"
-                log.error(f"stopped at step {agent.global_step}: {error}; {kept} is kept")
-                return 1, "stopped early"
-            results = None
-            if evaluation is not None:
-                results = {}
-                if evaluation.due(step_before, agent.global_step, agent.global_step >= cfg.total_steps):
-                    results, text = evaluation()
-                    log.info(f"step {agent.global_step:,}: evaluation {text}")
-            logger.log(agent.global_step, metrics, episodes, results)
-            period_ended = agent.global_step // cfg.checkpoint_every > step_before // cfg.checkpoint_every
-            if period_ended or stop.signal is not None:
-                checkpoint(latest)
+                results = None
+                if evaluation is not None:
+                    results = {}
+                    if evaluation.due(step_before, agent.global_step, agent.global_step >= cfg.total_steps):
+                        results, text = evaluation()
+                        log.info(f"step {agent.global_step:,}: evaluation {text}")
+                logger.log(agent.global_step, metrics, episodes, results)
+                period_ended = agent.global_step // cfg.checkpoint_every > step_before // cfg.checkpoint_every
+                if period_ended or stop.signal is not None:
+                    checkpoint(latest)
+        if stop.signal is None:
+            checkpoint(latest, run_dir / "checkpoints" / "final.pt")
+    except RUN_STOPPERS as error:
+        kept = f"the last checkpoint, {latest}," if latest.exists() else "no checkpoint"
+        log.error(f"stopped at step {agent.global_step}: {error}; {kept} is kept")
+        return 1, "stopped early"
     if stop.signal is not None:
         name = signal.Signals(stop.signal).name
         resume_hint = f"resume with: python -m recurl.train resume={run_dir}"
         log.info(f"{name} at step {agent.global_step}: checkpoint saved; {resume_hint}")
         return 128 + stop.signal, f"stopped by {name}"
-    checkpoint(latest, run_dir / "checkpoints" / "final.pt")
     return 0, "finished"
 
 

@@ -14,6 +14,7 @@ from gymnasium import spaces
 
 from conftest import compose_config
 from recurl.builder import setup
+from recurl.checkpoint import load_checkpoint
 from recurl.cli_errors import command_line_error
 from recurl.memory import MEMORIES as MEMORY_CLASSES
 from recurl.training import run
@@ -199,6 +200,21 @@ def test_an_early_stop_says_where_the_run_is(tmp_path, capsys):
     assert "stopped at step 32: " in lines[-2] and "NaN or inf in obs" in lines[-2]  # 2 updates of 16 steps before 40
     assert lines[-1].startswith(f"recurl.train: stopped early: {tmp_path}, 32 env steps, final return 7.000 (mean of")
     assert (tmp_path / "train.log").read_text().count("stopped") == 2
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line(tmp_path, capsys):
+    """A full disk, or a folder in the file's place: the run stops saying so, and the last checkpoint is kept."""
+    cfg = compose_config(*TINY, "total_steps=128", "checkpoint_every=64")
+    (tmp_path / "checkpoints" / "final.pt").mkdir(parents=True)
+    assert run(cfg, tmp_path, *setup(cfg)) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recurl.train: ")]
+    latest = tmp_path / "checkpoints" / "latest.pt"
+    assert lines[-2] == (
+        f"recurl.train: stopped at step 128: cannot write {tmp_path / 'checkpoints' / 'final.pt'}: Is a directory; "
+        f"the last checkpoint, {latest}, is kept"
+    )
+    assert lines[-1].startswith(f"recurl.train: stopped early: {tmp_path}, 128 env steps")
+    assert load_checkpoint(latest)["agent"]["global_step"] == 128
 
 
 @pytest.mark.parametrize(
