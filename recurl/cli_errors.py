@@ -88,6 +88,10 @@ def _overrides_error(loader, overrides: list[str], mode: RunMode) -> str | None:
             parsed += parser.parse_overrides([text])
         except OverrideParseException:
             return f"cannot parse {text!r}: {OVERRIDE_SYNTAX}"
+    for override in parsed:
+        problem = _output_folder_error(override)
+        if problem:
+            return problem
     job = [override for override in parsed if not override.is_hydra_override()]
     # Hydra's own settings that change what there is to choose from (hydra.searchpath adds config folders)
     hydra = [o.input_line for o in parsed if o.is_hydra_override() and not o.is_sweep_override()]
@@ -112,6 +116,21 @@ def _overrides_error(loader, overrides: list[str], mode: RunMode) -> str | None:
             if problem:
                 return problem
     loader.load_configuration(CONFIG_NAME, overrides, mode)  # whatever else Hydra objects to
+    return None
+
+
+def _output_folder_error(override: Override) -> str | None:
+    """``hydra.run.dir=PATH`` (or ``hydra.sweep.dir``) where PATH, or a folder on the way to it, is a file: Hydra's
+    makedirs would fail with a traceback."""
+    if override.key_or_group not in ("hydra.run.dir", "hydra.sweep.dir") or override.is_sweep_override():
+        return None
+    value = override.get_value_element_as_str()
+    if "${" in value:  # interpolated when Hydra runs
+        return None
+    path = Path(value)
+    existing = next((folder for folder in [path, *path.parents] if folder.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{override.input_line}: {existing} is a file; give a folder (it is made if missing)"
     return None
 
 

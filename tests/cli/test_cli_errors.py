@@ -130,6 +130,17 @@ def test_good_command_lines_pass(args):
     assert command_line_error(args) is None
 
 
+def test_a_run_folder_that_is_a_file_is_named(tmp_path):
+    """Hydra would make the folder with a FileExistsError traceback."""
+    (tmp_path / "taken").write_text("")
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        for path in (tmp_path / "taken", tmp_path / "taken" / "run"):
+            assert command_line_error([f"{key}={path}"]) == (
+                f"{key}={path}: {tmp_path / 'taken'} is a file; give a folder (it is made if missing)"
+            )
+    assert command_line_error([f"hydra.run.dir={tmp_path / 'new' / 'run'}"]) is None
+
+
 def test_config_folders_added_with_hydra_searchpath_count(tmp_path):
     (tmp_path / "memory").mkdir()
     (tmp_path / "memory" / "wide.yaml").write_text("name: mingru\nhidden_size: 512\nnum_layers: 2\n")
