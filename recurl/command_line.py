@@ -5,6 +5,7 @@ after the whole usage; and the count types."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -41,6 +42,18 @@ def seed_value(text: str) -> int:
     if value >= 2**32:
         raise argparse.ArgumentTypeError(f"{value} is past 2**32 - 1; give a seed from 0 to {2**32 - 1}")
     return value
+
+
+def folder(text: str) -> Path:
+    """An argparse type: a folder to write in, made if missing; not empty (``Path("")`` is the working folder) and
+    not a file, nor inside one."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty; give a folder (it is made if missing), e.g. runs/suite")
+    path = Path(text)
+    file = next((part for part in (path, *path.parents) if part.exists() and not part.is_dir()), None)
+    if file is not None:
+        raise argparse.ArgumentTypeError(f"{file} is a file, not a folder; give a folder (it is made if missing)")
+    return path
 
 
 def _integer(text: str, fix: str) -> int:

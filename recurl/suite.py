@@ -6,9 +6,10 @@ overrides after ``--`` choose (``hydra/launcher=joblib hydra.launcher.n_jobs=4``
 ``hydra/launcher=submitit_slurm ...`` on a cluster): recurl has no job runner. Each run's folder is named by what it
 is, ``DIR/<env id>_<agent>_<memory>_seed<seed>``, not by Hydra's job number (which shifts when the grid changes), and
 every job runs with ``existing=resume``: running the same command again skips the finished runs and continues the
-interrupted ones. When every run of the grid is finished, Hydra is not started at all. Training that stops on a
-mistake ``recurl.train`` refuses (exit code 2: an unknown key, a bad value) stops the suite with exit code 2 and asks
-for the fix, since running the command again would stop the same way.
+interrupted ones (Ctrl-C or SIGTERM stops the training at the end of an update, with its run saved, and the suite
+with it). When every run of the grid is finished, Hydra is not started at all. Training that stops on a mistake
+``recurl.train`` refuses (exit code 2: an unknown key, a bad value) stops the suite with exit code 2 and asks for the
+fix, since running the command again would stop the same way.
 
 ``DIR/suite.yaml`` records the agent, the step budget and the overrides that change what is learned, in any order
 (not the launcher's, nor ``compare.BOOKKEEPING`` keys such as ``torch_threads``); a later command into the same DIR
@@ -19,14 +20,15 @@ does.
 
 Tasks: task sets (``TASK_SETS``, from POPGym's own lists: ``popgym-all`` is every id POPGym registers, which includes
 the Labyrinth tasks only where ``mazelib`` is installed) or POPGym ids, full or short, comma separated. Memories: names
-of ``recurl.memory.MEMORIES``. A name that is neither, or a ``--dir`` that is a file, is refused before anything
-runs (exit code 2).
+of ``recurl.memory.MEMORIES``. A name that is neither, or a ``--dir`` that is empty or a file, is refused before
+anything runs (exit code 2).
 """
 
 from __future__ import annotations
 
 import difflib
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +36,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from recurl.checkpoint import CheckpointError
-from recurl.command_line import Parser, positive_int
+from recurl.command_line import Parser, folder, positive_int
 from recurl.envs import resolve_env_id
 from recurl.leaderboard import write_leaderboard
 from recurl.memory import MEMORIES
@@ -112,13 +114,6 @@ def run_folder(out: Path, task: str, agent: str, memory: str, seed: int) -> Path
     return out / f"{task}_{agent}_{memory}_seed{seed}"
 
 
-def check_folder(out: Path) -> None:
-    """Refuse a ``--dir`` that is a file or lies in one."""
-    file = next((path for path in (out, *out.parents) if path.exists() and not path.is_dir()), None)
-    if file is not None:
-        raise ValueError(f"--dir {out}: {file} is a file, not a folder; give a folder (it is made if missing)")
-
-
 def record_settings(out: Path, agent: str, steps: int, overrides: list[str]) -> None:
     """Write ``out/suite.yaml``, or refuse a command whose settings differ from those it records while ``out`` holds
     runs (a suite whose runs all stopped before training, say on a mistyped override, takes the new settings)."""
@@ -150,8 +145,9 @@ def all_finished(folders: list[Path], steps: int) -> bool:
 
 
 def train_grid(out: Path, agent: str, tasks: list[str], memories: list[str], seeds: list[int], steps: int,
-               overrides: list[str]) -> int:
-    """Run the grid as one Hydra multirun; returns its exit code."""
+               overrides: list[str]) -> tuple[int, int | None]:
+    """Run the grid as one Hydra multirun; returns its exit code and the first SIGINT or SIGTERM the suite got
+    meanwhile (None if none), which stops the training after saving its runs."""
     sweep_dir = "'" + str(out).replace("'", "\\'") + "'"  # quoted: a path may hold , or =
     command = [
         sys.executable, "-m", "recurl.train", "-m", f"hydra.sweep.dir={sweep_dir}", f"hydra.sweep.subdir={SUBDIR}",
@@ -159,7 +155,26 @@ def train_grid(out: Path, agent: str, tasks: list[str], memories: list[str], see
         f"memory={','.join(memories)}", f"seed={','.join(map(str, seeds))}", f"total_steps={steps}", *overrides,
     ]
     print(f"recurl.suite: {shlex.join(['python', *command[1:]])}", file=sys.stderr, flush=True)
-    return subprocess.run(command, stdout=2).returncode  # Hydra's log to stderr: stdout is the leaderboard alone
+    received: list[int] = []
+
+    def stop_training(signum, frame):
+        # The suite waits for the training, which saves its run and stops after the current update on its first
+        # SIGINT or SIGTERM, and aborts on a second SIGINT. Ctrl-C at a terminal (and timeout -s INT) signals the
+        # whole process group, the training too; kill signals the suite alone. The suite cannot tell which, so it
+        # passes on its first signal as SIGTERM, a stop request either way, where a SIGINT might be the training's
+        # second. Later signals are not passed on: a second Ctrl-C reaches the training from the terminal.
+        if not received:
+            training.send_signal(signal.SIGTERM)
+        received.append(signum)
+
+    training = subprocess.Popen(command, stdout=2)  # Hydra's log to stderr: stdout is the leaderboard alone
+    previous = {sig: signal.signal(sig, stop_training) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = training.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return (128 - code if code < 0 else code), (received[0] if received else None)  # -N: ended by signal N
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,14 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated (default 0,1,2)")
     parser.add_argument("--steps", type=positive_int, required=True, help="env steps per run (total_steps)")
     parser.add_argument(
-        "--dir", type=Path, required=True, help="the suite's folder: one run folder per task x memory x seed"
+        "--dir", type=folder, required=True, help="the suite's folder: one run folder per task x memory x seed"
     )
     parser.add_argument("--agent", default="ppo", choices=AGENTS)
     args = parser.parse_args(ours)
     try:
         tasks, memories, seeds = parse_tasks(args.tasks), parse_memories(args.memories), parse_seeds(args.seeds)
         check_overrides(overrides)
-        check_folder(args.dir)
         record_settings(args.dir, args.agent, args.steps, overrides)
     except ValueError as error:
         parser.refuse(str(error))
@@ -193,7 +207,10 @@ def main(argv: list[str] | None = None) -> None:
     if all_finished(folders, args.steps):
         print(f"recurl.suite: all {len(folders)} runs in {args.dir} are finished", file=sys.stderr)
     else:
-        code = train_grid(args.dir, args.agent, tasks, memories, seeds, args.steps, overrides)
+        code, stopped_by = train_grid(args.dir, args.agent, tasks, memories, seeds, args.steps, overrides)
+        if code and stopped_by:  # the code of the suite's own signal, not of the training's SIGTERM
+            parser.exit(128 + stopped_by, f"recurl.suite: stopped by {signal.Signals(stopped_by).name}; run the same "
+                        "command again to resume it (each run from its last checkpoint)\n")
         if code == 2:  # recurl.train's code for a mistake in the command line, config or a checkpoint
             parser.refuse("training refused its settings (the recurl.train error above names the mistake); fix that "
                           "override or option, then run the command again")

@@ -24,10 +24,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import recurl
-from recurl.bench.learning import run_sweep, summarise
+from recurl.bench.learning import SweepError, run_sweep, summarise
 from recurl.bench.options import available_device
 from recurl.bench.timing import device_name
-from recurl.command_line import Parser, positive_int
+from recurl.command_line import Parser, folder, non_negative_int, positive_int
+from recurl.envs import resolve_env_id
 from recurl.memory import MEMORIES
 from recurl.training import train
 
@@ -71,12 +72,21 @@ def speed_table(agent: str, args: argparse.Namespace, device: torch.device) -> N
             print(f"| {memory} | {cfg.env.num_envs} | {whole:.0f} | {steady_text} |", flush=True)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse an unknown task before any run, not in the sweep after the speed table."""
+    for task in args.tasks:
+        try:
+            resolve_env_id("popgym", task)  # as training does
+        except ValueError as error:
+            raise ValueError(f"--tasks: {error}") from None
+
+
 def main(argv: list[str] | None, agent: str) -> None:
     parser = Parser(prog=f"python -m recurl.bench {agent}", description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=["speed", "learning", "all"], default="all")
     parser.add_argument("--memories", nargs="+", default=list(MEMORIES), choices=list(MEMORIES))
     parser.add_argument("--tasks", nargs="+", default=TASKS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=non_negative_int, default=[0, 1, 2])
     parser.add_argument(
         "--steps", type=positive_int, default=LEARNING_STEPS[agent], help="env steps per learning run"
     )
@@ -93,10 +103,17 @@ def main(argv: list[str] | None, agent: str) -> None:
     parser.add_argument(
         "--jobs", type=positive_int, default=2, help="learning runs at a time (Hydra's joblib launcher)"
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--out", type=folder, default=Path("runs/bench"))
     args = parser.parse_args(argv)
+    try:
+        check_options(args)
+    except ValueError as error:
+        parser.refuse(str(error))
     if args.part in ("speed", "all"):
         speed_table(agent, args, args.device)
     if args.part in ("learning", "all"):
-        sweep_dir = run_sweep(agent, args.tasks, args.memories, args.seeds, args.steps, args.out, args.jobs)
-        summarise(sweep_dir, sweep_dir / "learning.png")
+        try:
+            sweep_dir = run_sweep(agent, args.tasks, args.memories, args.seeds, args.steps, args.out, args.jobs)
+            summarise(sweep_dir, sweep_dir / "learning.png")
+        except SweepError as error:
+            parser.refuse(str(error), code=1)

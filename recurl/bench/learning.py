@@ -24,10 +24,20 @@ def run_sweep(
         f"memory={','.join(memories)}", f"seed={','.join(map(str, seeds))}", f"total_steps={steps}", "torch_threads=1",
     ]
     print(" ".join(command[1:]), file=sys.stderr, flush=True)
-    subprocess.run(command, check=True)
+    _run(command, "the learning sweep (python -m recurl.train -m)")
     return sweep_dir
 
 
 def summarise(sweep_dir: Path, plot: Path) -> None:
     """Print ``recurl.compare``'s table for the runs under ``sweep_dir`` and save its plot (and CSV) beside."""
-    subprocess.run([sys.executable, "-m", "recurl.compare", str(sweep_dir), "--out", str(plot)], check=True)
+    _run([sys.executable, "-m", "recurl.compare", str(sweep_dir), "--out", str(plot)], "python -m recurl.compare")
+
+
+class SweepError(Exception):
+    """A command of the learning bench failed; its own messages are above."""
+
+
+def _run(command: list[str], what: str) -> None:
+    code = subprocess.run(command, check=False).returncode
+    if code:
+        raise SweepError(f"{what} failed with exit code {code}; its messages above say why")

@@ -1,12 +1,13 @@
 """The benchmark scripts run and print a complete table (tiny sizes: this checks the scripts, not the speed)."""
 
 import re
+import subprocess
 
 import pytest
 import torch
 
 from recurl.bench import __main__ as bench
-from recurl.bench import agent, kernels, memory
+from recurl.bench import agent, kernels, learning, memory
 from recurl.bench.__main__ import BENCHES
 from recurl.memory import MEMORIES
 
@@ -18,7 +19,8 @@ def table_rows(text):
 
 
 def numbers(row):
-    return [float(cell.strip().rstrip("x")) for cell in row.strip("|").split("|") if re.fullmatch(r"\s*[\d.]+x?\s*", cell)]
+    cells = row.strip("|").split("|")
+    return [float(cell.strip().rstrip("x")) for cell in cells if re.fullmatch(r"\s*[\d.]+x?\s*", cell)]
 
 
 @pytest.mark.parametrize("clock", [[], ["--threads", "1", "--cpu-time"]], ids=["wall", "cpu"])
@@ -108,6 +110,45 @@ def test_bad_options_are_refused_in_one_line(capsys, monkeypatch, argv, message)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"recurl.bench{' ' + argv[0] if argv[0] != 'foo' else ''}: error: ")
     assert f": error: {message}" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["ppo", "--part", "speed", "--tasks", "Foo"], "--tasks: unknown env id 'Foo' for suite 'popgym'"),
+        (["dqn", "--part", "learning", "--tasks", "RepeatFirstEasy", "RepeatFirstEasyy"],
+         "--tasks: unknown env id 'RepeatFirstEasyy' for suite 'popgym'; close matches: RepeatFirstEasy"),
+        (["ppo", "--part", "learning", "--seeds", "0", "-1"], "argument --seeds: -1 is negative; give 0 or more"),
+        (["ppo", "--out", "file"], "argument --out: file is a file, not a folder; give a folder"),
+    ],
+)
+def test_agent_bench_refuses_bad_tasks_seeds_and_out_before_any_run(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(agent, "speed_table", lambda *args: pytest.fail("a speed run started"))
+    monkeypatch.setattr(agent, "run_sweep", lambda *args: pytest.fail("the learning sweep started"))
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"recurl.bench {argv[0]}: error: {message}")
+
+
+def test_a_failed_learning_sweep_is_one_line_with_its_exit_code(tmp_path, capsys, monkeypatch):
+    def failing(command, check=False, **kwargs):  # subprocess.run whose command exits 3
+        result = subprocess.CompletedProcess(command, 3)
+        if check:
+            result.check_returncode()
+        return result
+
+    monkeypatch.setattr(learning.subprocess, "run", failing)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["ppo", "--part", "learning", "--out", str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "recurl.bench ppo: error: the learning sweep (python -m recurl.train -m) failed with exit code 3; its messages "
+        "above say why"
+    )
 
 
 def test_help_lists_every_bench_with_what_it_measures(capsys):

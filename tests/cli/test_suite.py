@@ -2,9 +2,13 @@
 and the ``existing`` key of recurl.train that makes re-running a sweep skip finished runs and continue interrupted
 ones."""
 
+import contextlib
 import csv
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -211,8 +215,8 @@ def test_a_dir_that_is_not_a_folder_is_refused_in_one_line(tmp_path, capsys, ins
         main(["--tasks", "RepeatFirstEasy", "--memories", "mlp", "--steps", "10", "--dir", str(file / inside)])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
-        f"recurl.suite: error: --dir {file / inside}: {file} is a file, not a folder; give a folder (it is made if "
-        "missing)\n"
+        f"recurl.suite: error: argument --dir: {file} is a file, not a folder; give a folder (it is made if "
+        "missing) (see python -m recurl.suite --help)\n"
     )
 
 
@@ -222,10 +226,58 @@ def test_a_dir_that_is_not_a_folder_is_refused_in_one_line(tmp_path, capsys, ins
 def test_stopped_training_says_resume_only_when_running_again_can_help(tmp_path, capsys, monkeypatch, code, advice):
     """Exit code 2 is recurl.train's for a mistake (an unknown key, say), which running again would repeat; any
     other stop can be resumed. (The training is left out: only its exit code matters here.)"""
-    monkeypatch.setattr(suite, "train_grid", lambda *args: code)
+    monkeypatch.setattr(suite, "train_grid", lambda *args: (code, None))
     with pytest.raises(SystemExit) as exit_:
         main(["--tasks", "RepeatFirstEasy", "--memories", "mlp", "--steps", "10", "--dir", str(tmp_path)])
     assert exit_.value.code == code
     err = capsys.readouterr().err
     assert err.startswith("recurl.suite: error: ") and err.count("\n") == 1 and advice in err
     assert ("resume" in err) == (code != 2)
+
+
+def test_an_empty_dir_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    """``Path("")`` is the current folder: the grid would be written there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(suite, "train_grid", lambda *args: pytest.fail("the grid was trained"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--tasks", "RepeatFirstEasy", "--memories", "mlp", "--steps", "10", "--dir", ""])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "recurl.suite: error: argument --dir: empty; give a folder (it is made if missing), e.g. runs/suite (see "
+        "python -m recurl.suite --help)\n"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "send, signum",
+    [(os.kill, signal.SIGINT), (os.killpg, signal.SIGINT), (os.kill, signal.SIGTERM)],
+    ids=["SIGINT to the suite alone", "SIGINT to its process group", "SIGTERM to the suite alone"],
+)
+def test_a_stopped_suite_lets_the_training_save_its_run(tmp_path, send, signum):
+    """Ctrl-C at a terminal signals the suite's process group, ``kill`` the suite alone: either way the training
+    saves its run at the end of its update, and the suite says in one line how to resume."""
+    out = tmp_path / "suite"
+    suite_process = subprocess.Popen(
+        [sys.executable, "-m", "recurl.suite", "--tasks", "RepeatFirstEasy", "--memories", "mlp", "--seeds", "0",
+         "--steps", "100000000", "--dir", str(out), "--", *TINY, "checkpoint_every=100000000"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,  # its own process group, as at a terminal
+    )
+    run_dir = out / "popgym-RepeatFirstEasy-v0_ppo_mlp_seed0"
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run_dir / "metrics.csv").is_file() and rows(run_dir)):  # training: past its first update
+            assert suite_process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        send(suite_process.pid, signum)
+        _, err = suite_process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # a failed test leaves no training behind
+            os.killpg(suite_process.pid, signal.SIGKILL)
+    assert (run_dir / "checkpoints" / "latest.pt").is_file()  # written on the stop only (checkpoint_every)
+    assert "checkpoint saved" in (run_dir / "train.log").read_text()
+    assert suite_process.returncode == 128 + signum and "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"recurl.suite: stopped by {signum.name}; run the same command again to resume it (each run from its last "
+        "checkpoint)"
+    )
