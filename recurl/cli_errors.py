@@ -151,6 +151,8 @@ def _key_error(cfg: DictConfig, override: Override) -> str | None:
     adds = override.is_add() or override.is_force_add()
     if override.is_add() and exists:
         return f"{override.input_line}: {key} is already a key; set it without the +: {override.input_line[1:]}"
+    if override.is_delete() and exists and "." not in key and not isinstance(cfg[key], DictConfig):
+        return f"{override.input_line}: recurl needs its key {key}; set it instead ({key}=...)"
     if exists or (adds and "." in key and key.split(".")[0] in SELF_CHECKED_GROUPS):
         return None
     parent, _, leaf = key.rpartition(".")

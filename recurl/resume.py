@@ -15,6 +15,7 @@ import csv
 import datetime
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from recurl.atomic_file import replacing
@@ -129,18 +130,22 @@ def resumed_config(checkpoint: Path, overrides: list[str], composed: DictConfig)
     override names the group's option, not its content."""
     cfg = saved_config(checkpoint)
     _check_belongs(checkpoint, cfg)
-    for override in overrides:
-        key, _, value = override.lstrip("+").partition("=")
+    parsed = OverridesParser.create().parse_overrides(overrides)  # as Hydra reads them for a new run
+    for override in parsed:
+        key, line = override.key_or_group, override.input_line
         if key in FIXED:
             saved = OmegaConf.select(cfg, FIXED[key])
-            if not _same(FIXED[key], value, saved, cfg):
-                raise ValueError(f"{override}: a resumed run keeps its {FIXED[key]} ({saved}); start a new run instead")
+            if override.is_delete() or not _same(FIXED[key], override.get_value_element_as_str(), saved, cfg):
+                raise ValueError(f"{line}: a resumed run keeps its {FIXED[key]} ({saved}); start a new run instead")
         elif key == "experiment":
-            _check_preset(value, cfg, overrides)
+            _check_preset(override.get_value_element_as_str(), cfg, {o.key_or_group for o in parsed})
+        elif override.is_delete():  # a group's key (recurl.cli_errors refuses the top-level ones): its default
+            parent, _, leaf = key.rpartition(".")
+            OmegaConf.select(cfg, parent).pop(leaf, None)
         elif isinstance(composed.get(key), DictConfig):
             cfg[key] = composed[key]
         else:
-            cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
+            OmegaConf.update(cfg, key, override.value(), force_add=True)
     return cfg
 
 
@@ -177,13 +182,12 @@ def _check_belongs(checkpoint: Path, cfg: DictConfig) -> None:
             )
 
 
-def _check_preset(name: str, cfg: DictConfig, overrides: list[str]) -> None:
+def _check_preset(name: str, cfg: DictConfig, given: set[str]) -> None:
     """A preset beside a resume is accepted only as the one the run was made with (as when a suite, or any command
     with ``existing=resume``, is run again): each setting it makes must equal the run's, unless the command line
     sets that key itself. Otherwise a ValueError names the first that differs."""
     preset = OmegaConf.load(PRESETS / f"{name}.yaml")
     preset.pop("defaults", None)
-    given = {override.lstrip("+").partition("=")[0] for override in overrides}
     for key, value in flatten(OmegaConf.to_container(preset)).items():
         saved = OmegaConf.select(cfg, key)
         if key not in given and saved != value:

@@ -192,3 +192,22 @@ def test_a_damaged_metrics_file_is_refused_and_kept(tmp_path, capsys, damage):
     expected = "has no metrics header" if damage == "header" else "metrics.csv: line 2 is damaged (abc,1)"
     assert error.startswith("recurl.train: error: ") and expected in error
     assert metrics.read_bytes() == damaged
+
+
+def test_a_key_deleted_beside_resume_takes_its_default(tmp_path):
+    """``~agent.gamma`` as Hydra reads it: the key goes, the agent's default applies. Read as text, the override was
+    a key named '~agent.gamma', stored beside the real one, which stayed."""
+    assert train(config("total_steps=64", "agent.gamma=0.5"), tmp_path) == 0
+    cfg, _, envs, agent, _ = resumed(f"resume={tmp_path}", "~agent.gamma", "total_steps=128")
+    envs.close()
+    assert "gamma" not in cfg.agent and "~agent" not in cfg and agent.config.gamma == 0.99
+    cfg, _, envs, _, _ = resumed(f"resume={tmp_path}", "agent.learning_rate=3e-4", "total_steps=128")
+    envs.close()
+    assert cfg.agent.learning_rate == 3e-4  # a number, as Hydra parses it for a new run (YAML 1.1 left '3e-4' a string)
+
+
+def test_a_top_level_key_cannot_be_deleted():
+    """recurl reads every top-level key; deleting one crashed inside Hydra (~seed, ~video) or was called missing."""
+    for key in ("seed", "video", "eval_every"):
+        assert command_line_error([f"~{key}"]) == f"~{key}: recurl needs its key {key}; set it instead ({key}=...)"
+    assert command_line_error(["~agent.gamma"]) is None
