@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recurl.agents import AGENTS, Agent, agent_config, input_size, make_agent
 from recurl.checkpoint import CheckpointError, load_checkpoint
+from recurl.command_line import MAX_SEED
 from recurl.envs import make_vector_env
 from recurl.envs.snapshot import restore
 from recurl.memory import Memory, make_memory
@@ -79,7 +80,7 @@ def setup(cfg: DictConfig) -> tuple[VectorEnv, Agent]:
     """Check the config and build envs, memory and agent."""
     total_steps = positive_int(cfg, "total_steps")
     positive_int(cfg, "checkpoint_every")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**32:
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed <= MAX_SEED:
         raise ValueError(f"seed must be an integer from 0 to 2**32 - 1 (numpy's seed range), got {cfg.seed!r}")
     if cfg.torch_threads is not None:
         torch.set_num_threads(positive_int(cfg, "torch_threads"))

@@ -36,11 +36,15 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+#: The largest seed: numpy's, which recurl.train seeds.
+MAX_SEED = 2**32 - 1
+
+
 def seed_value(text: str) -> int:
-    """An argparse type: a seed, from 0 to 2**32 - 1 (numpy's range, and recurl.train's)."""
+    """An argparse type: a seed, from 0 to ``MAX_SEED``."""
     value = non_negative_int(text)
-    if value >= 2**32:
-        raise argparse.ArgumentTypeError(f"{value} is past 2**32 - 1; give a seed from 0 to {2**32 - 1}")
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is past 2**32 - 1; give a seed from 0 to {MAX_SEED}")
     return value
 
 

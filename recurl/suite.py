@@ -31,12 +31,13 @@ import shlex
 import signal
 import subprocess
 import sys
+from argparse import ArgumentTypeError
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from recurl.checkpoint import CheckpointError
-from recurl.command_line import Parser, folder, positive_int
+from recurl.command_line import Parser, folder, positive_int, seed_value
 from recurl.envs import resolve_env_id
 from recurl.leaderboard import write_leaderboard
 from recurl.memory import MEMORIES
@@ -94,12 +95,9 @@ def parse_memories(text: str) -> list[str]:
 
 def parse_seeds(text: str) -> list[int]:
     try:
-        seeds = list(dict.fromkeys(int(item) for item in text.split(",")))
-    except ValueError:
-        raise ValueError(f"--seeds {text}: give non-negative integers separated by commas, e.g. 0,1,2") from None
-    if any(seed < 0 for seed in seeds):
-        raise ValueError(f"--seeds {text}: seeds must be non-negative")
-    return seeds
+        return list(dict.fromkeys(seed_value(item) for item in text.split(",")))
+    except ArgumentTypeError as error:
+        raise ValueError(f"--seeds {text}: {error}; separate seeds with commas, e.g. 0,1,2") from None
 
 
 def check_overrides(overrides: list[str]) -> None:

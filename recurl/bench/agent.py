@@ -27,7 +27,7 @@ import recurl
 from recurl.bench.learning import SweepError, run_sweep, summarise
 from recurl.bench.options import available_device
 from recurl.bench.timing import device_name
-from recurl.command_line import Parser, folder, non_negative_int, positive_int
+from recurl.command_line import Parser, folder, positive_int, seed_value
 from recurl.envs import resolve_env_id
 from recurl.memory import MEMORIES
 from recurl.training import train
@@ -86,7 +86,7 @@ def main(argv: list[str] | None, agent: str) -> None:
     parser.add_argument("--part", choices=["speed", "learning", "all"], default="all")
     parser.add_argument("--memories", nargs="+", default=list(MEMORIES), choices=list(MEMORIES))
     parser.add_argument("--tasks", nargs="+", default=TASKS)
-    parser.add_argument("--seeds", nargs="+", type=non_negative_int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=seed_value, default=[0, 1, 2])
     parser.add_argument(
         "--steps", type=positive_int, default=LEARNING_STEPS[agent], help="env steps per learning run"
     )

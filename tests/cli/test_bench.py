@@ -119,6 +119,7 @@ def test_bad_options_are_refused_in_one_line(capsys, monkeypatch, argv, message)
         (["dqn", "--part", "learning", "--tasks", "RepeatFirstEasy", "RepeatFirstEasyy"],
          "--tasks: unknown env id 'RepeatFirstEasyy' for suite 'popgym'; close matches: RepeatFirstEasy"),
         (["ppo", "--part", "learning", "--seeds", "0", "-1"], "argument --seeds: -1 is negative; give 0 or more"),
+        (["ppo", "--part", "learning", "--seeds", "4294967296"], "argument --seeds: 4294967296 is past 2**32 - 1"),
         (["ppo", "--out", "file"], "argument --out: file is a file, not a folder; give a folder"),
     ],
 )

@@ -154,7 +154,9 @@ def test_suite_trains_the_grid_once_and_prints_the_same_leaderboard_again(tmp_pa
          "RepeatFirstEasy"),
         (["--tasks", "popgym-eazy"], "unknown task set 'popgym-eazy'; did you mean popgym-easy?"),
         (["--memories", "mingru,minlsmt"], "unknown memory 'minlsmt'; did you mean minlstm?"),
-        (["--seeds", "0,one"], "--seeds 0,one: give non-negative integers"),
+        (["--seeds", "0,one"], "--seeds 0,one: 'one' is not an integer; give 0 or more; separate seeds with commas"),
+        (["--seeds", "0,-1"], "--seeds 0,-1: -1 is negative; give 0 or more"),
+        (["--seeds", "4294967296"], "--seeds 4294967296: 4294967296 is past 2**32 - 1"),  # every run would refuse it
         (["--", "memory=lstm"], "memory=lstm: the suite sets memory itself; use --memories instead"),
     ],
 )
