@@ -31,7 +31,7 @@ from tensordict import TensorDict
 
 from recurl.agents import ActingNetwork
 from recurl.agents.actor import state_from_tensordict, state_to_tensordict
-from recurl.builder import build_network
+from recurl.builder import build_network, resolve_device
 from recurl.checkpoint import CheckpointError, load_checkpoint
 from recurl.envs import make_env
 from recurl.envs.encoding import make_encoder
@@ -88,6 +88,15 @@ class Policy:
         env_cfg = self.config.env
         return make_env(env_cfg.suite, str(env_cfg.id), max_episode_steps=env_cfg.max_episode_steps, **kwargs)
 
+    def make_vector_env(self, num_envs: int, **kwargs: Any) -> gym.vector.SyncVectorEnv:
+        """``num_envs`` of ``make_env``'s envs in gymnasium's ``SyncVectorEnv``, resetting each finished env in the
+        step that ends its episode (``AutoresetMode.SAME_STEP``, as in training). Then the flags ``act`` wants are
+        ``terminated | truncated`` of the step that returned the observations. Gymnasium's default, NEXT_STEP,
+        returns the episode's last observation with them and starts the next episode one step later."""
+        return gym.vector.SyncVectorEnv(
+            [lambda: self.make_env(**kwargs)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+
     def initial_state(self, batch_size: int = 1) -> TensorDict:
         """The state of ``batch_size`` envs before their first observation."""
         inputs = self.network.inputs
@@ -135,7 +144,9 @@ class Policy:
 
 
 def load_policy(run: str | Path, device: str | torch.device = "cpu") -> Policy:
-    """The policy of a run folder (its ``checkpoints/final.pt``, else ``latest.pt``) or of a checkpoint file."""
+    """The policy of a run folder (its ``checkpoints/final.pt``, else ``latest.pt``) or of a checkpoint file, on
+    ``device`` (as training's: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, or a ``torch.device``)."""
+    device = resolve_device(str(device))
     path = Path(run)
     checkpoint = default_checkpoint(path) if path.is_dir() else path
     payload = load_checkpoint(checkpoint)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import recurl
 from conftest import compose_config
@@ -88,7 +87,7 @@ def test_the_file_acts_and_remembers_as_the_live_policy(exported, onnxruntime, n
     policy = recurl.load_policy(run)
     session = onnxruntime.InferenceSession(str(path))
     num_envs, seed = 3, 5
-    envs = SyncVectorEnv([policy.make_env] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    envs = policy.make_vector_env(num_envs)
     obs, _ = envs.reset(seed=seed)
     live, state = policy.initial_state(num_envs), initial_state(session, num_envs)
     reset, reward, episodes, steps = np.ones(num_envs, bool), np.zeros(num_envs, np.float32), 0, 0

@@ -12,7 +12,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import recurl
 from conftest import compose_config
@@ -69,7 +68,7 @@ def test_the_policy_acts_as_the_training_loop_did(runs, name):
     network = policy.network
     actor = Actor(encoded, network.inputs, network.initial_state(num_envs), network.to_env, dtype=torch.float32,
                   device=torch.device("cpu"), seed=seed)
-    raw = SyncVectorEnv([policy.make_env] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    raw = policy.make_vector_env(num_envs)
     obs, _ = raw.reset(seed=env_seeds(seed, num_envs))
     state, reset, reward = policy.initial_state(num_envs), np.ones(num_envs, bool), np.zeros(num_envs)
     ended = 0
@@ -199,6 +198,14 @@ def test_a_negative_seed_is_refused_in_one_line(runs, capsys):
     assert capsys.readouterr().err.strip() == (
         "recurl.evaluate: error: argument --seed: -1 is negative; give 0 or more (see python -m recurl.evaluate --help)"
     )
+
+
+def test_load_policy_takes_the_devices_training_takes(runs):
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert recurl.load_policy(runs["popgym"], device="auto").device.type == expected
+    assert recurl.load_policy(runs["popgym"], device=torch.device("cpu")).device == torch.device("cpu")
+    with pytest.raises(ValueError, match="device=tpu is not a device; use auto, cpu, cuda or cuda:N"):
+        recurl.load_policy(runs["popgym"], device="tpu")
 
 
 def test_policy_state_and_observations_must_agree(runs):
