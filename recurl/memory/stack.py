@@ -42,7 +42,8 @@ class Memory(nn.Module):
     ) -> tuple[torch.Tensor, State]:
         """``x`` [B, T, input_size], ``resets`` [B, T] bool (True: an episode starts at t) -> ``y`` [B, T, output_size].
 
-        ``state=None`` is the initial state and ``resets=None`` no resets, so ``mem(x)`` works as ``nn.GRU(x)`` does.
+        ``state=None`` is the initial state and ``resets=None`` no resets, so ``mem(x)`` works as ``nn.GRU(x)`` does
+        with ``batch_first=True`` (batch first, always: a time-major ``[T, B, in]`` would pass for ``[B, T, in]``).
         """
         x, state, resets = self._checked(x, state, resets, time=True)
         return self._run(x, state, resets, lambda cell, *args: cell(*args))
@@ -57,22 +58,27 @@ class Memory(nn.Module):
 
     def _checked(self, x: torch.Tensor, state: State | None, resets: torch.Tensor | None, time: bool):
         """The inputs with defaults filled in; a shape or dtype that does not fit raises one ValueError naming it."""
-        if time:
-            what, dims = "forward", "[B, T, {}] and bool resets [B, T]"
-        else:
-            what, dims = "step", "[B, {}] and bool reset [B]"
+        what, flags, dims = ("forward", "resets", "[B, T, {}]") if time else ("step", "reset", "[B, {}]")
         expected = f"memory.{what}: expected x {dims.format(self.input_size)}"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{expected}, a torch tensor; got a {type(x).__name__}")
         if x.dim() != 2 + time or x.shape[-1] != self.input_size or 0 in x.shape[:-1]:
             raise ValueError(f"{expected} with B, T >= 1; got x {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"{expected} of a floating dtype; got x {x.dtype}")
+        dtype = self.input_proj.weight.dtype
+        if x.dtype != dtype:
+            raise ValueError(f"{expected} in the memory's dtype, {dtype}; got x {x.dtype} (convert x, or the memory)")
         batch_shape = x.shape[:-1]
         if resets is None:
             resets = torch.zeros(batch_shape, dtype=torch.bool, device=x.device)
-        elif resets.shape != batch_shape or resets.dtype != torch.bool:
-            raise ValueError(f"{expected}; got x {tuple(x.shape)} and resets {tuple(resets.shape)} {resets.dtype}")
+        elif not isinstance(resets, torch.Tensor) or resets.shape != batch_shape or resets.dtype != torch.bool:
+            tensor = isinstance(resets, torch.Tensor)
+            got = f"{tuple(resets.shape)} {resets.dtype}" if tensor else f"a {type(resets).__name__}"
+            raise ValueError(f"memory.{what}: expected {flags} a torch.bool tensor {list(batch_shape)}; got {got}")
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
+        elif not isinstance(state, tuple):
+            raise ValueError(f"memory.{what}: the state is the tuple of tensors initial_state gives; got a "
+                             f"{type(state).__name__}")
         elif any(part.shape[:2] != (x.shape[0], self.num_layers) for part in state):
             shapes = ", ".join(str(tuple(part.shape)) for part in state)
             raise ValueError(

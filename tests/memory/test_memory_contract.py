@@ -7,6 +7,7 @@ dependence on the past; rows must not interact; the future must not reach the pa
 import importlib.util
 import inspect
 
+import numpy as np
 import pytest
 import torch
 
@@ -252,5 +253,16 @@ def test_make_memory_refuses_bad_requests():
         mem(torch.randn(2, 0, 3))
     with pytest.raises(ValueError, match=r"with B, T >= 1; got x \(0, 3\)"):
         mem.step(torch.randn(0, 3))
-    with pytest.raises(ValueError, match="bool resets"):
+    with pytest.raises(ValueError, match=r"memory.forward: expected resets a torch.bool tensor \[2, 4\]; got \(2, 4\) "
+                       r"torch.float32"):
         mem(torch.randn(2, 4, 3), mem.initial_state(2), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"memory.step: expected reset a torch.bool tensor \[2\]; got a ndarray"):
+        mem.step(torch.randn(2, 3), None, np.zeros(2, bool))  # read as torch's bool, it printed 'bool' against 'bool'
+    with pytest.raises(ValueError, match=r"memory.step: expected reset a torch.bool tensor \[2\]; got a bool"):
+        mem.step(torch.randn(2, 3), None, True)
+    with pytest.raises(ValueError, match=r"expected x \[B, 3\], a torch tensor; got a ndarray"):
+        mem.step(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"in the memory's dtype, torch.float32; got x torch.float64 \(convert x"):
+        mem(torch.randn(2, 4, 3, dtype=torch.float64))  # torch's own error named neither the memory nor the fix
+    with pytest.raises(ValueError, match="the state is the tuple of tensors initial_state gives; got a Tensor"):
+        mem.step(torch.randn(2, 3), torch.zeros(2, 2, 8))  # an nn.GRU habit
