@@ -19,7 +19,7 @@ from recurl.checkpoint import CheckpointError, load_checkpoint
 from recurl.command_line import MAX_SEED
 from recurl.envs import make_vector_env
 from recurl.envs.snapshot import restore
-from recurl.memory import Memory, make_memory
+from recurl.memory import MEMORIES, Memory, make_memory
 
 MEMORY_KEYS = ("name", "hidden_size", "num_layers")
 ENV_KEYS = ("suite", "id", "num_envs", "vectorization", "max_episode_steps")
@@ -60,6 +60,11 @@ def build_memory(cfg: DictConfig, observation_size: int, action_space: spaces.Sp
     agent_options = OmegaConf.to_container(cfg.agent)
     agent_name = agent_options.pop("name")
     options = OmegaConf.to_container(cfg.memory)
+    if options["name"] not in MEMORIES:  # Hydra found a yaml in the memory group: the cell is what is missing
+        raise ValueError(
+            f"memory.name={options['name']}: recurl.memory.MEMORIES has no such backbone ({', '.join(MEMORIES)}); a "
+            "new backbone's cell is added there (README, \"Adding a backbone\")"
+        )
     return make_memory(
         options.pop("name"), input_size(agent_name, agent_options, observation_size, action_space),
         options.pop("hidden_size"), options.pop("num_layers"), device=device, **options,

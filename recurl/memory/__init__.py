@@ -4,6 +4,9 @@
     state = mem.initial_state(batch_size, device)
     y, state = mem(x, state, resets)            # x [B, T, in], resets [B, T] bool -> y [B, T, out]
     y_t, state = mem.step(x_t, state, reset_t)  # x_t [B, in], reset_t [B] bool
+
+A new backbone is a cell class (``cell.MemoryCell``) in its own module, an entry in ``MEMORIES`` and a yaml in
+``recurl/conf/memory/`` (README, "Adding a backbone"); the tests iterate ``MEMORIES``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 A subclass says how the projection ``z_t = W x_t + c`` becomes ``(a_t, b_t)`` (``gates``), and may name a Triton
 kernel that does the same and the scan in one pass (``fused_scan``), used where the scan backend resolves to
-``"triton"``. The parallel form folds an episode start at t into a_t = 0 (the initial state is zeros, so nothing else
-changes) and scans; the stepwise form is the recurrence itself.
+``"triton"``; without one, ``gates`` runs in torch and the scan in ``linear_scan``'s Triton kernel. The parallel form
+folds an episode start at t into a_t = 0 (the initial state is zeros, so nothing else changes) and scans; the
+stepwise form is the recurrence itself.
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ class LinearRecurrentCell(nn.Module):
         raise NotImplementedError
 
     def fused_scan(self, z: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-        """``gates`` then the scan with resets, as one Triton kernel: ``z`` [B, T, projections * size] -> h."""
-        raise NotImplementedError
+        """``gates`` then the scan with resets, as one Triton kernel: ``z`` [B, T, projections * size] -> h. This
+        default is two steps: ``gates`` in torch, then the Triton scan."""
+        return self._scan(z, resets, h0, "triton")
+
+    def _scan(self, z: torch.Tensor, resets: torch.Tensor, h0: torch.Tensor, backend: str) -> torch.Tensor:
+        a, b = self.gates(z)
+        return linear_scan(torch.where(resets[..., None], 0.0, a), b, h0, backend=backend)
 
     def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         return (torch.zeros(batch_size, self.size, device=device, dtype=dtype),)
@@ -36,11 +42,7 @@ class LinearRecurrentCell(nn.Module):
     def forward(self, x: torch.Tensor, state: State, resets: torch.Tensor) -> tuple[torch.Tensor, State]:
         z = self.proj(x)
         backend = resolve_backend(self.scan_backend, z)
-        if backend == "triton":
-            h = self.fused_scan(z, resets, state[0])
-        else:
-            a, b = self.gates(z)
-            h = linear_scan(torch.where(resets[..., None], 0.0, a), b, state[0], backend=backend)
+        h = self.fused_scan(z, resets, state[0]) if backend == "triton" else self._scan(z, resets, state[0], backend)
         return h, (h[:, -1],)
 
     def step(self, x: torch.Tensor, state: State, reset: torch.Tensor) -> tuple[torch.Tensor, State]:

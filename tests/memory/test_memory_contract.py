@@ -266,3 +266,33 @@ def test_make_memory_refuses_bad_requests():
         mem(torch.randn(2, 4, 3, dtype=torch.float64))  # torch's own error named neither the memory nor the fix
     with pytest.raises(ValueError, match="the state is the tuple of tensors initial_state gives; got a Tensor"):
         mem.step(torch.randn(2, 3), torch.zeros(2, 2, 8))  # an nn.GRU habit
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_a_linear_recurrent_cell_without_a_kernel_of_its_own_scans_on_triton():
+    """README, "Adding a backbone": a subclass that gives only ``gates`` runs on every backend (an exponential moving
+    average here); on the Triton backend its scan is linear_scan's kernel."""
+    from recurl.memory.linear_recurrence import LinearRecurrentCell
+
+    class MovingAverage(LinearRecurrentCell):
+        def __init__(self, size, scan_backend="auto"):
+            super().__init__(size, projections=1, scan_backend=scan_backend)
+
+        def gates(self, z):
+            decay = torch.sigmoid(z)
+            return decay, (1 - decay) * z
+
+    torch.manual_seed(0)
+    x, resets = torch.randn(3, 20, HIDDEN, dtype=torch.float64), random_resets(3, 20, p=0.3)
+    torch_cell = MovingAverage(HIDDEN, "torch").double()
+    triton_cell = MovingAverage(HIDDEN, "triton").double()
+    triton_cell.load_state_dict(torch_cell.state_dict())
+    state = (torch.randn(3, HIDDEN, dtype=torch.float64),)
+    want, _ = torch_cell(x, state, resets)
+    got, _ = triton_cell(x, state, resets)
+    torch.testing.assert_close(got, want, **TOLERANCE[torch.float64])
+    steps = []
+    for t in range(20):
+        y, state = torch_cell.step(x[:, t], state, resets[:, t])
+        steps.append(y)
+    torch.testing.assert_close(torch.stack(steps, 1), want, **TOLERANCE[torch.float64])
