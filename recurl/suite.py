@@ -142,16 +142,26 @@ def all_finished(folders: list[Path], steps: int) -> bool:
         return False  # the job that meets it says what is wrong
 
 
+def grid_command(
+    sweep_dir: Path, agent: str, tasks: list[str], memories: list[str], seeds: list[int], steps: int, *overrides: str
+) -> list[str]:
+    """``python -m recurl.train -m`` over POPGym ``tasks`` x ``memories`` x ``seeds`` into ``sweep_dir``, with
+    ``overrides`` after the grid's own."""
+    quoted = "'" + str(sweep_dir).replace("'", "\\'") + "'"  # a path may hold , or =, which Hydra would read
+    return [
+        sys.executable, "-m", "recurl.train", "-m", f"hydra.sweep.dir={quoted}", f"agent={agent}", "env=popgym",
+        f"env.id={','.join(tasks)}", f"memory={','.join(memories)}", f"seed={','.join(map(str, seeds))}",
+        f"total_steps={steps}", *overrides,
+    ]
+
+
 def train_grid(out: Path, agent: str, tasks: list[str], memories: list[str], seeds: list[int], steps: int,
                overrides: list[str]) -> tuple[int, int | None]:
     """Run the grid as one Hydra multirun; returns its exit code and the first SIGINT or SIGTERM the suite got
     meanwhile (None if none), which stops the training after saving its runs."""
-    sweep_dir = "'" + str(out).replace("'", "\\'") + "'"  # quoted: a path may hold , or =
-    command = [
-        sys.executable, "-m", "recurl.train", "-m", f"hydra.sweep.dir={sweep_dir}", f"hydra.sweep.subdir={SUBDIR}",
-        "existing=resume", f"agent={agent}", "env=popgym", f"env.id={','.join(tasks)}",
-        f"memory={','.join(memories)}", f"seed={','.join(map(str, seeds))}", f"total_steps={steps}", *overrides,
-    ]
+    command = grid_command(
+        out, agent, tasks, memories, seeds, steps, f"hydra.sweep.subdir={SUBDIR}", "existing=resume", *overrides
+    )
     print(f"recurl.suite: {shlex.join(['python', *command[1:]])}", file=sys.stderr, flush=True)
     received: list[int] = []
 

@@ -12,17 +12,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recurl.suite import grid_command
+
 
 def run_sweep(
     agent: str, tasks: list[str], memories: list[str], seeds: list[int], steps: int, out: Path, jobs: int
 ) -> Path:
     """Train every (task, backbone, seed) as one Hydra multirun; returns the sweep folder."""
     sweep_dir = out / agent
-    command = [
-        sys.executable, "-m", "recurl.train", "-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
-        f"hydra.sweep.dir={sweep_dir}", f"agent={agent}", "env=popgym", f"env.id={','.join(tasks)}",
-        f"memory={','.join(memories)}", f"seed={','.join(map(str, seeds))}", f"total_steps={steps}", "torch_threads=1",
-    ]
+    command = grid_command(
+        sweep_dir, agent, tasks, memories, seeds, steps, "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
+        "torch_threads=1",
+    )
     print(" ".join(command[1:]), file=sys.stderr, flush=True)
     _run(command, "the learning sweep (python -m recurl.train -m)")
     return sweep_dir
