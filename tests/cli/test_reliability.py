@@ -230,7 +230,9 @@ gym.register("recurl-test/Faulty-v0", entry_point=Faulty)
 
 
 @pytest.mark.parametrize("agent_name", ONE_ENV)
-@pytest.mark.parametrize("mode, message", [("raise", "raised RuntimeError: simulator exploded"), ("nan", "NaN or inf in obs")])
+@pytest.mark.parametrize(
+    "mode, message", [("raise", "raised RuntimeError: simulator exploded"), ("nan", "NaN or inf in obs")]
+)
 def test_failing_env_stops_the_run_with_its_error_and_keeps_the_checkpoint(mode, message, agent_name, tmp_path, capsys):
     cfg = config("env=gym", "env.id=recurl-test/Faulty-v0", "total_steps=100000", *ONE_ENV[agent_name])
     envs, agent = setup(cfg)
@@ -271,6 +273,27 @@ def test_nan_loss_is_detected_before_the_weights_change(agent_name):
 
 
 # ---- seeding --------------------------------------------------------------------------------------------------
+def test_run_seeds_share_no_env_stream():
+    """What training's agent sees, from setup on. Gymnasium's reset(seed=s) gives sub-env i the seed s + i, so seed
+    1's sub-env 0 would replay seed 0's sub-env 1 (POPGym deals the same cards whatever the agent does): seeds
+    averaged as independent runs would share their data."""
+
+    def streams(seed):
+        envs, agent = setup(config(f"seed={seed}", "env.id=RepeatPreviousEasy"))
+        try:
+            out = [agent.actor.next["obs"].numpy()]
+            out += [envs.step(envs.action_space.sample())[0] for _ in range(30)]
+            return np.stack(out, axis=1)  # [env, step, obs]
+        finally:
+            envs.close()
+
+    first, second = streams(0), streams(1)
+    np.testing.assert_array_equal(first, streams(0))
+    for i in range(len(first)):
+        for j in range(len(second)):
+            assert not np.array_equal(first[i], second[j]), (i, j)
+
+
 def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         assert train(config("total_steps=256", f"seed={seed}"), tmp_path / name) == 0
