@@ -20,8 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from recurl.atomic_file import replacing
 from recurl.config_keys import flatten
-from recurl.run_groups import RESUMED_CONFIG
 
+#: A resumed run's config as it runs now (written at each resume, which may change a run's ``total_steps`` or learning
+#: rate); Hydra's ``.hydra/config.yaml`` keeps the one the run started with.
+RESUMED_CONFIG = Path(".hydra") / "resumed.yaml"
 #: The ``experiment=`` presets.
 PRESETS = Path(__file__).parent / "conf" / "experiment"
 #: What a checkpoint was made for: override key -> the config key it must agree with on resume. (The seed made the
@@ -169,7 +171,7 @@ def _check_belongs(checkpoint: Path, cfg: DictConfig) -> None:
     copied in from another run would continue this run as that one). Folders without Hydra's record (runs made
     through ``recurl.training.train``) are not checked."""
     run_dir = _run_dir_of(checkpoint)
-    recorded = run_dir / RESUMED_CONFIG if (run_dir / RESUMED_CONFIG).is_file() else run_dir / ".hydra" / "config.yaml"
+    recorded = recorded_config(run_dir)
     if not recorded.is_file():
         return
     folder = OmegaConf.load(recorded)
@@ -195,6 +197,13 @@ def _check_preset(name: str, cfg: DictConfig, given: set[str]) -> None:
                 f"experiment={name}: this run was not made with it ({key} is {saved}, the preset's {value}); a "
                 "resumed run keeps its own settings, so leave the preset out"
             )
+
+
+def recorded_config(run_dir: Path) -> Path:
+    """The file holding the config ``run_dir``'s run runs with now: the last resume's, else Hydra's record (which may
+    not exist: a run made through ``recurl.training.train``)."""
+    resumed = run_dir / RESUMED_CONFIG
+    return resumed if resumed.is_file() else run_dir / ".hydra" / "config.yaml"
 
 
 def record_resumed_config(run_dir: Path, config: dict) -> None:

@@ -48,6 +48,7 @@ from omegaconf import OmegaConf
 
 from recurl.config_keys import flatten
 from recurl.envs import resolve_env_id
+from recurl.resume import recorded_config
 
 BOOKKEEPING = frozenset(
     {"seed", "device", "torch_threads", "checkpoint_every", "env.vectorization", "resume", "existing", "video"}
@@ -55,9 +56,6 @@ BOOKKEEPING = frozenset(
 #: Keys that change what a run records, not what it learns, besides every ``logger.*`` key (``learning_keys``).
 RECORDING = frozenset({"eval_every", "eval_episodes"})
 REQUIRED = ("seed", "env.id", "agent.name", "memory.name")
-#: A resumed run's config as it runs now (``recurl.train`` writes it at each resume, which may change a run's
-#: ``total_steps`` or learning rate); Hydra's ``.hydra/config.yaml`` keeps the one the run started with.
-RESUMED_CONFIG = Path(".hydra") / "resumed.yaml"
 FINAL_FRACTION = 0.1
 GRID_POINTS = 200
 BOOTSTRAP_RESAMPLES = 2000
@@ -138,7 +136,8 @@ def find_runs(dirs: list[Path]) -> list[Path]:
     for folder in dirs:
         if not folder.is_dir():
             raise CompareError(f"{folder} is not a folder")
-        runs = {p.parent.resolve() for p in folder.rglob("metrics.csv") if (p.parent / ".hydra" / "config.yaml").is_file()}
+        metrics = folder.rglob("metrics.csv")
+        runs = {p.parent.resolve() for p in metrics if (p.parent / ".hydra" / "config.yaml").is_file()}
         if not runs:
             raise CompareError(f"no runs under {folder} (a run is a folder with metrics.csv and .hydra/config.yaml)")
         found |= runs
@@ -146,9 +145,7 @@ def find_runs(dirs: list[Path]) -> list[Path]:
 
 
 def load_run(path: Path) -> Run:
-    config_file = path / RESUMED_CONFIG
-    if not config_file.is_file():
-        config_file = path / ".hydra" / "config.yaml"
+    config_file = recorded_config(path)
     try:
         tree = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
     except yaml.YAMLError:
@@ -159,7 +156,7 @@ def load_run(path: Path) -> Run:
     missing = [key for key in REQUIRED if key not in config]
     if missing:
         raise CompareError(f"cannot group {path}: its config has no {', '.join(missing)} (not a recurl run?)")
-    if config.get("env.suite") == "popgym":  # one env, however it was spelled: RepeatFirstEasy is popgym-RepeatFirstEasy-v0
+    if config.get("env.suite") == "popgym":  # one env however spelled: RepeatFirstEasy is popgym-RepeatFirstEasy-v0
         try:
             config["env.id"] = resolve_env_id("popgym", str(config["env.id"]))
         except ValueError:
