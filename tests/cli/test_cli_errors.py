@@ -129,7 +129,7 @@ def test_command_line_mistakes_are_named(args, message):
         pytest.param(
             ["hydra.run.dir=x", "hydra/launcher=joblib"], id="joblib launcher",
             marks=pytest.mark.skipif(
-                find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+                find_spec("hydra_plugins") is None or find_spec("hydra_plugins.hydra_joblib_launcher") is None,
                 reason="hydra-joblib-launcher missing: pip install -e '.[sweep]'",
             ),
         ),
