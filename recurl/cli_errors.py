@@ -34,6 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from recurl.command_line import file_on_path
 from recurl.resume import FIXED, resolve_resume, saved_config
 
 CONF = Path(__file__).parent / "conf"
@@ -127,11 +128,8 @@ def _output_folder_error(override: Override) -> str | None:
     value = override.get_value_element_as_str()
     if "${" in value:  # interpolated when Hydra runs
         return None
-    path = Path(value)
-    existing = next((folder for folder in [path, *path.parents] if folder.exists()), None)
-    if existing is not None and not existing.is_dir():
-        return f"{override.input_line}: {existing} is a file; give a folder (it is made if missing)"
-    return None
+    file = file_on_path(Path(value))
+    return f"{override.input_line}: {file} is a file; give a folder (it is made if missing)" if file else None
 
 
 def _values(override: Override) -> list[str]:

@@ -54,10 +54,16 @@ def folder(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("empty; give a folder (it is made if missing), e.g. runs/suite")
     path = Path(text)
-    file = next((part for part in (path, *path.parents) if part.exists() and not part.is_dir()), None)
+    file = file_on_path(path)
     if file is not None:
         raise argparse.ArgumentTypeError(f"{file} is a file, not a folder; give a folder (it is made if missing)")
     return path
+
+
+def file_on_path(folder: Path) -> Path | None:
+    """The file that ``folder`` is, or lies inside, if any: where no folder can be made."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
 
 
 def _integer(text: str, fix: str) -> int:

@@ -23,7 +23,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from recurl.command_line import Parser
+from recurl.command_line import Parser, file_on_path
 from recurl.run_groups import (
     CompareError,
     Run,
@@ -54,8 +54,8 @@ def check_out(out: Path) -> None:
     if out.is_dir() or out.suffix.lower()[1:] not in formats:
         what = "a folder" if out.is_dir() else "not an image file"
         raise CompareError(f"--out {out} is {what}; name a file ending in .{', .'.join(formats)}")
-    holder = next(folder for folder in out.parents if folder.exists())
-    if not holder.is_dir():
+    holder = file_on_path(out.parent)
+    if holder is not None:
         raise CompareError(f"--out {out} is inside {holder}, which is a file; choose another --out")
     table = out.with_suffix(".csv")
     if table.is_dir():
@@ -126,7 +126,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
     cells = [COLUMNS] + [[cell(c, row[c]) for c in COLUMNS] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells)
+    lines = ("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells)
+    return "\n".join(lines)
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
