@@ -1,6 +1,6 @@
 """``python -m recurl.export RUN --out FILE``: a trained run's stepwise policy as one ONNX file.
 
-    python -m recurl.export RUN --out policy.onnx [--format onnx] [--checkpoint PATH]
+    python -m recurl.export RUN --out policy.onnx [--checkpoint PATH]
 
 The file computes one step of the policy for a batch of envs — observation, reset flag and state in; the most likely
 action and the next state out — so it acts in constant memory however long an episode runs, as the recurrent form of
@@ -39,7 +39,6 @@ from recurl.envs import resolve_env_id
 from recurl.onnx_graph import PolicyStep, TensorSpec, observation_inputs
 from recurl.policy import Policy, default_checkpoint, load_policy
 
-FORMATS = ("onnx",)
 #: What the exporter imports (onnxscript translates torch.export's graph) and what the check runs the file with.
 EXTRA_MODULES = ("onnx", "onnxscript", "onnxruntime")
 INSTALL = 'pip install "recurl[export]" (in a checkout: pip install -e ".[export]")'
@@ -199,7 +198,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="python -m recurl.export", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, metavar="RUN")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="the file to write")
-    parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (the only one)")
     parser.add_argument("--checkpoint", type=Path, help="default: RUN/checkpoints/final.pt, else latest.pt")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():

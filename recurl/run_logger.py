@@ -23,9 +23,6 @@ from recurl.atomic_file import replacing
 from recurl.config_keys import flatten
 from recurl.trackers import Tracker
 
-#: Columns every agent's metrics.csv starts with; the periodic evaluation's (when on) and the agent's own metrics,
-#: in sorted order, follow.
-BASE_COLUMNS = ["step", "episode_return", "episode_length", "episodes", "sps", "wall_time"]
 #: Columns a resumed run may add to or leave out of a run's metrics.csv (evaluation turned on or off).
 OPTIONAL_COLUMNS = ("eval_return", "eval_length")
 #: The final return is the mean return of this many of the last episodes (fewer when fewer ended).
