@@ -21,6 +21,7 @@ from recurl.envs import make_env
 from recurl.evaluate import eval_seed, evaluate_policy, summary
 from recurl.policy import Policy
 
+
 def eval_every(cfg: DictConfig) -> int | None:
     """The config's ``eval_every`` (None: never), checked with ``eval_episodes`` (ValueError)."""
     every = OmegaConf.select(cfg, "eval_every", default=None)
