@@ -81,7 +81,7 @@ def encoded_size(space: spaces.Space) -> int:
 
 
 def encode_observations(env: gym.Env) -> gym.Env:
-    """Wrap ``env`` so that its observations are encoded; raises ``UnsupportedSpaceError`` now, not at the first step."""
+    """Wrap ``env`` so that its observations are encoded; an ``UnsupportedSpaceError`` is raised now, not later."""
     encode, box = make_encoder(env.observation_space)
     return TransformObservation(env, encode, box)
 
@@ -102,7 +102,7 @@ def _compile(space: spaces.Space, path: str, offset: int) -> tuple[_Writer, np.n
             [(i, s, f"{path}[{i}]") for i, s in enumerate(space.spaces)], offset, minigrid=False
         )
     if isinstance(space, spaces.Dict):
-        minigrid = _is_minigrid(space)
+        minigrid = is_minigrid(space)
         parts = [
             (k, space[k], f"{path}[{k!r}]")
             for k in sorted(space.spaces)
@@ -157,12 +157,17 @@ def _box(space: spaces.Box, offset: int):
     n = int(np.prod(space.shape))
     low = space.low.ravel().astype(np.float64)
     high = space.high.ravel().astype(np.float64)
-    is_image = space.dtype == np.uint8 and np.all(space.low == 0) and np.all(space.high == 255)
-    scale = 255.0 if is_image else None
+    scale = box_scale(space)
     if scale is not None:
         low, high = low / scale, high / scale
     with np.errstate(over="ignore"):  # bounds beyond float32's range become +-inf, as values there would
         return _copy_writer(offset, n, scale), low.astype(np.float32), high.astype(np.float32)
+
+
+def box_scale(space: spaces.Box) -> float | None:
+    """What a Box's values are divided by: 255 for an image (uint8 in [0, 255]), else nothing."""
+    is_image = space.dtype == np.uint8 and np.all(space.low == 0) and np.all(space.high == 255)
+    return 255.0 if is_image else None
 
 
 def _copy_writer(offset: int, n: int, scale: float | None) -> _Writer:
@@ -202,7 +207,8 @@ def _sequence(parts: list[tuple[Any, spaces.Space, str]], offset: int, minigrid:
     return write, np.concatenate([empty, *lows]), np.concatenate([empty, *highs])
 
 
-def _is_minigrid(space: spaces.Dict) -> bool:
+def is_minigrid(space: spaces.Dict) -> bool:
+    """Whether ``space`` is a MiniGrid observation (a mission and a symbolic image), encoded its own way."""
     # minigrid is never imported here: if it is not loaded, no space can be one of its MissionSpaces.
     mission_module = sys.modules.get("minigrid.core.mission")
     return (
@@ -212,15 +218,20 @@ def _is_minigrid(space: spaces.Dict) -> bool:
     )
 
 
-def _minigrid_image(space: spaces.Space, path: str, offset: int):
-    """One-hot of each cell's (object, colour, state) triple, cell by cell in row-major order."""
+def minigrid_channel_sizes() -> np.ndarray:
+    """The sizes of minigrid's object, colour and state tables: the one-hot widths of an image cell's channels."""
     from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 
+    return np.array([len(OBJECT_TO_IDX), len(COLOR_TO_IDX), len(STATE_TO_IDX)])
+
+
+def _minigrid_image(space: spaces.Space, path: str, offset: int):
+    """One-hot of each cell's (object, colour, state) triple, cell by cell in row-major order."""
     if not (isinstance(space, spaces.Box) and len(space.shape) == 3 and space.shape[2] == 3):
         raise UnsupportedSpaceError(
             f"{path}: expected MiniGrid's symbolic (height, width, 3) image, got {space}"
         )
-    sizes = np.array([len(OBJECT_TO_IDX), len(COLOR_TO_IDX), len(STATE_TO_IDX)])
+    sizes = minigrid_channel_sizes()
     cells = space.shape[0] * space.shape[1]
     per_cell = int(sizes.sum())
     channel_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])

@@ -31,7 +31,7 @@ from torch import nn
 
 from recurl.agents.action_spaces import discrete_components
 from recurl.agents.q_network import RecurrentQNetwork
-from recurl.envs.encoding import _is_minigrid
+from recurl.envs.encoding import box_scale, is_minigrid, minigrid_channel_sizes
 from recurl.policy import Policy
 
 
@@ -79,9 +79,7 @@ class _Flat(nn.Module):
 
 def _minigrid_image(space: spaces.Box) -> _OneHot:
     """Each cell's (object, colour, state) triple as three one-hots over minigrid's tables."""
-    from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
-
-    sizes = np.array([len(OBJECT_TO_IDX), len(COLOR_TO_IDX), len(STATE_TO_IDX)])
+    sizes = minigrid_channel_sizes()
     cells = space.shape[0] * space.shape[1]
     return _OneHot(np.tile(sizes, cells), np.zeros(3 * cells))
 
@@ -89,7 +87,7 @@ def _minigrid_image(space: spaces.Box) -> _OneHot:
 def observation_leaves(space: spaces.Space, name: str = "obs") -> list[tuple[str, spaces.Space, nn.Module]]:
     """(input name, leaf space, its encoding) in the order ``recurl.envs.encoding`` concatenates the leaves."""
     if isinstance(space, spaces.Dict):
-        minigrid, parts = _is_minigrid(space), []
+        minigrid, parts = is_minigrid(space), []
         for key in sorted(space.spaces):
             if minigrid and key == "mission":
                 continue
@@ -107,8 +105,7 @@ def observation_leaves(space: spaces.Space, name: str = "obs") -> list[tuple[str
     if isinstance(space, spaces.MultiBinary):
         return [(name, space, _Flat(None))]
     if isinstance(space, spaces.Box):
-        is_image = space.dtype == np.uint8 and np.all(space.low == 0) and np.all(space.high == 255)
-        return [(name, space, _Flat(255.0 if is_image else None))]
+        return [(name, space, _Flat(box_scale(space)))]
     raise ValueError(f"{name}: a {type(space).__name__} observation cannot be an input of the exported policy")
 
 
