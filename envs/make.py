@@ -40,7 +40,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from .encoding import encode_observations
-from .registry import import_suite, resolve_env_id
+from .registry import resolve_env_id
 from .snapshot import EpisodeLog
 
 VECTORIZATIONS = {"sync": SyncVectorEnv, "async": AsyncVectorEnv}
@@ -115,9 +115,7 @@ def make_vector_env(
 def make_env(suite: str, env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
     """One env of ``suite`` as gymnasium makes it (observations not encoded), with a ``TimeLimit`` if
     ``max_episode_steps`` is given; ``kwargs`` go to ``gymnasium.make``. Not reset."""
-    # An async worker may be a fresh process (spawn/forkserver) with an empty registry.
-    import_suite(suite)
-    full_id = resolve_env_id(suite, env_id)
+    full_id = resolve_env_id(suite, env_id)  # imports the suite: an async worker may start with an empty registry
     try:
         return gym.make(full_id, max_episode_steps=max_episode_steps, **kwargs)
     except gym.error.DependencyNotInstalled as error:  # registered, but its package is missing (Box2D, MuJoCo)
@@ -140,7 +138,8 @@ def finished_episodes(info: dict[str, Any]) -> list[tuple[float, int]]:
 
 
 def final_observations(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-    """The observation each sub-env's last transition led to: ``obs`` with ended sub-envs' rows replaced by their final ones.
+    """The observation each sub-env's last transition led to: ``obs`` with ended sub-envs' rows replaced by their
+    final ones.
 
     This is what a value target bootstraps from (for truncated episodes);
     ``obs`` itself holds the next episodes' first observations there.

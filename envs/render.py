@@ -40,6 +40,7 @@ from gymnasium.envs.registration import load_env_creator
 from matplotlib.ft2font import FT2Font
 from PIL import Image, ImageDraw, ImageFont
 
+from .make import make_env
 from .registry import resolve_env_id
 
 MIN_WIDTH = 400
@@ -91,13 +92,13 @@ def make_render_env(suite: str, env_id: str, *, max_episode_steps: int | None = 
     modes = _render_modes(full_id)
     mode = next((m for m in ("rgb_array", "ansi") if m in modes), None)
     try:
-        env = gym.make(full_id, max_episode_steps=max_episode_steps, **({"render_mode": mode} if mode else {}))
+        env = make_env(suite, full_id, max_episode_steps=max_episode_steps, **({"render_mode": mode} if mode else {}))
     except TypeError as error:
         if "render_mode" not in str(error):
             raise
         # The class lists the mode but its __init__ takes no render_mode (POPGym's noisy CartPole and Pendulum
         # variants); its render() reads the attribute, as gymnasium's classic-control envs do.
-        env = gym.make(full_id, max_episode_steps=max_episode_steps)
+        env = make_env(suite, full_id, max_episode_steps=max_episode_steps)
         env.unwrapped.render_mode = mode
     return RawObservation(env)
 
