@@ -34,7 +34,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a recurl checkpoint ({type(error).__name__})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a recurl checkpoint ({type(error).__name__})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format {payload.get('format_version') if isinstance(payload, dict) else None!r}; this recurl reads format {FORMAT_VERSION}")
+        found = payload.get("format_version") if isinstance(payload, dict) else None
+        raise CheckpointError(f"checkpoint {path} has format {found!r}; this recurl reads format {FORMAT_VERSION}")
     return payload

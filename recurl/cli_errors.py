@@ -35,10 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from recurl.command_line import file_on_path
+from recurl.config_files import CONF, CONFIG_NAME
 from recurl.resume import FIXED, resolve_resume, saved_config
 
-CONF = Path(__file__).parent / "conf"
-CONFIG_NAME = "config"
 #: Groups whose own keys the code building them checks (backbone cell, agent dataclass, env keys, tracker options).
 SELF_CHECKED_GROUPS = ("agent", "memory", "env", "logger")
 OVERRIDE_SYNTAX = "write key=value (e.g. seed=3), +key=value to add a key, ~key to delete one"

@@ -19,13 +19,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from recurl.atomic_file import replacing
+from recurl.config_files import CONF
 from recurl.config_keys import flatten
 
 #: A resumed run's config as it runs now (written at each resume, which may change a run's ``total_steps`` or learning
 #: rate); Hydra's ``.hydra/config.yaml`` keeps the one the run started with.
 RESUMED_CONFIG = Path(".hydra") / "resumed.yaml"
 #: The ``experiment=`` presets.
-PRESETS = Path(__file__).parent / "conf" / "experiment"
+PRESETS = CONF / "experiment"
 #: What a checkpoint was made for: override key -> the config key it must agree with on resume. (The seed made the
 #: weights, envs and random streams the checkpoint holds: a resume with another would only mislabel the run.)
 FIXED = {

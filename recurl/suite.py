@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 
 from recurl.checkpoint import CheckpointError
 from recurl.command_line import Parser, folder, positive_int, seed_value
+from recurl.config_files import CONF
 from recurl.envs import resolve_env_id
 from recurl.leaderboard import write_leaderboard
 from recurl.memory import MEMORIES
@@ -45,7 +46,7 @@ from recurl.resume import holds_a_run, is_finished
 from recurl.run_groups import BOOKKEEPING, CompareError
 
 #: The agents ``agent=`` accepts: the training config's agent group (read, not imported: importing agents is slow).
-AGENTS = sorted(path.stem for path in (Path(__file__).parent / "conf" / "agent").glob("*.yaml"))
+AGENTS = sorted(path.stem for path in (CONF / "agent").glob("*.yaml"))
 #: Task set -> the dict of ``popgym.envs`` listing its envs (POPGym registers exactly the envs of ``ALL``).
 TASK_SETS = {"popgym-easy": "ALL_EASY", "popgym-medium": "ALL_MEDIUM", "popgym-hard": "ALL_HARD", "popgym-all": "ALL"}
 #: Hydra's run folder for a job: what the job is. ``run_folder`` must name the same folder.

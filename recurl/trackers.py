@@ -58,10 +58,10 @@ def check_logger(cfg: DictConfig) -> None:
         if not isinstance(value, str) and (value is not None or key == "experiment_name"):
             kind = "a name" if key == "experiment_name" else "a string or null"
             raise ValueError(f"logger.{key}={value}: give {kind}")
-    if package is not None and find_spec(package) is None:
-        raise ValueError(f"logger={name} needs the {package} package: pip install 'recurl[{name}]'")
     if name == "wandb" and options["mode"] not in (None, *WANDB_MODES):
         raise ValueError(f"logger.mode={options['mode']}: choose one of {', '.join(WANDB_MODES)} (or null)")
+    if package is not None and find_spec(package) is None:
+        raise ValueError(f"logger={name} needs the {package} package: pip install 'recurl[{name}]'")
 
 
 def make_tracker(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Tracker | None:

@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from recurl.agents.errors import NonFiniteError
 from recurl.builder import load_into, positive_int, setup
 from recurl.checkpoint import save_checkpoint
+from recurl.config_files import CONF, CONFIG_NAME
 from recurl.envs import EnvStepError
 from recurl.envs.snapshot import snapshot
 from recurl.periodic_eval import PeriodicEvaluation, eval_every
@@ -55,6 +56,7 @@ from recurl.resume import (
 )
 from recurl.run_logger import RunLogger, run_log
 from recurl.trackers import check_logger, make_tracker
+
 
 class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written (a full disk, a folder where the file goes); the previous one is intact."""
@@ -231,7 +233,7 @@ def forget_hydra_record(run_dir: Path) -> None:
             break
 
 
-@hydra.main(config_path=str(Path(__file__).parent / "conf"), config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF), config_name=CONFIG_NAME, version_base="1.3")
 def hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)

@@ -1,14 +1,12 @@
 import csv
 import math
 import os
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 
-import recurl
+from recurl.config_files import compose_config  # noqa: F401  (the tests import it from here)
 
 if not torch.cuda.is_available():
     # Triton kernels run on the CPU in Triton's interpreter; it must be chosen before triton is first imported.
@@ -29,16 +27,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-#: The packaged Hydra config folder, as ``python -m recurl.train`` composes it.
-CONF = str(Path(recurl.__file__).parent / "conf")
-
-
-def compose_config(*overrides):
-    """The training config with ``overrides``, composed as the CLI does (without running Hydra's app)."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 #: metrics.csv's columns as a PPO run writes them (for ``write_run``).

@@ -20,14 +20,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import recurl
 from recurl.bench.learning import SweepError, run_sweep, summarise
 from recurl.bench.options import available_device
 from recurl.bench.timing import device_name
 from recurl.command_line import Parser, folder, positive_int, seed_value
+from recurl.config_files import compose_config
 from recurl.envs import resolve_env_id
 from recurl.memory import MEMORIES
 from recurl.training import train
@@ -41,8 +40,7 @@ def speed_config(agent: str, memory: str, task: str, device: torch.device, num_e
     """The agent's default config for ``task`` on ``device`` (with ``num_envs`` envs, else the env config's)."""
     overrides = [f"agent={agent}", f"memory={memory}", f"env.id={task}", f"device={device}"]
     overrides += [] if num_envs is None else [f"env.num_envs={num_envs}"]
-    with initialize_config_dir(config_dir=str(Path(recurl.__file__).parent / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    return compose_config(*overrides)
 
 
 def measure_sps(cfg: DictConfig) -> tuple[float, float]:

@@ -6,8 +6,8 @@ Rows, each at B x T x D with episode starts at random (p = 1/64 per step) where 
   reads a, h, dh and writes da, db: 8 tensors, 32 bytes per fp32 element) as a fraction of the device's copy
   bandwidth.
 - ``<backbone> <backend>``: one layer (as inside ``Memory``) of every scanned backbone (``mingru``, ``minlstm``,
-  ``aaren``, ``ffm``, ``lru``: those with a ``scan_backend``), scan on that backend; on ``triton`` minGRU and minLSTM run
-  their fused kernels (gates, resets and scan in one pass each way), Aaren its attention scan, FFM and LRU the
+  ``aaren``, ``ffm``, ``lru``: those with a ``scan_backend``), scan on that backend; on ``triton`` minGRU and minLSTM
+  run their fused kernels (gates, resets and scan in one pass each way), Aaren its attention scan, FFM and LRU the
   complex ``linear_scan`` (fp32 only: torch has no bfloat16 complex type).
 - ``nn.LSTM``, ``nn.GRU``: cuDNN (oneDNN on CPU) of the same width, *without* resets: they cannot reset mid-sequence.
 - ``GRUCell loop``: ``nn.GRUCell`` stepped over time with resets, the way recurrent RL code without scans trains.

@@ -128,7 +128,10 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
         return
-    print("| B | T | D | backbone | parallel ms | stepwise ms | stepwise / parallel | nn.LSTM (no resets) ms | nn.LSTM / parallel |")
+    print(
+        "| B | T | D | backbone | parallel ms | stepwise ms | stepwise / parallel | nn.LSTM (no resets) ms "
+        "| nn.LSTM / parallel |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for batch, length, dim in sizes:
         for name in args.memories:

@@ -57,12 +57,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-import recurl
 from recurl.agents import PPOConfig
 from recurl.bench import cleanrl_lstm_ppo
 from recurl.command_line import Parser, positive_int
+from recurl.config_files import compose_config
 from recurl.envs import encode_observations, make_vector_env, resolve_env_id
 from recurl.memory import MEMORIES
 from recurl.training import train
@@ -123,8 +122,7 @@ def run_recurl(memory: str, s: Settings, seed: int) -> Run:
         "agent.previous_action=false", "agent.previous_reward=false",
         f"total_steps={s.steps}", f"checkpoint_every={s.steps}", f"seed={seed}", "torch_threads=1", "device=cpu",
     ]
-    with initialize_config_dir(config_dir=str(Path(recurl.__file__).parent / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(*overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         with Stopwatch() as clock:
             code = train(cfg, Path(run_dir))

@@ -18,6 +18,7 @@ import torch
 
 from recurl.kernels import check_backend
 from recurl.memory.aaren import Aaren
+from recurl.memory.cell import State
 from recurl.memory.ffm import FFM
 from recurl.memory.gru import GRU
 from recurl.memory.lru import LRU
@@ -25,7 +26,6 @@ from recurl.memory.lstm import LSTM
 from recurl.memory.mingru import MinGRU
 from recurl.memory.minlstm import MinLSTM
 from recurl.memory.mlp import MLP
-from recurl.memory.cell import State
 from recurl.memory.stack import Memory
 
 #: Backbone name -> the cell class one layer is made of. ``mlp`` is the memory-less control.

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-
 # Multiply-adds in one step's recurrent matmul (B x H @ H x 3H) below which one thread runs the loops faster than
 # several (on a 2-core VM: B=16 or 64 at width 64 and B=16 at width 128, up to 0.8M, gain 4-23%; at 3.1M the two
 # are even or two threads win, and from 12.6M on two threads win by 24% and more).
