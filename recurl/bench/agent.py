@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from recurl.bench.learning import SweepError, run_sweep, summarise
+from recurl.bench.learning import RunFailed, run_sweep, summarise
 from recurl.bench.options import available_device
 from recurl.bench.timing import device_name
 from recurl.command_line import Parser, folder, positive_int, seed_value
@@ -47,7 +47,9 @@ def measure_sps(cfg: DictConfig) -> tuple[float, float]:
     """(env steps/s over the whole run, env steps/s from the first logged row (an update) to the last: NaN when
     there is only one) of one training run of ``cfg``."""
     with tempfile.TemporaryDirectory() as run_dir:
-        train(cfg, Path(run_dir))
+        code = train(cfg, Path(run_dir))
+        if code:  # a run stopped early has no speed to report
+            raise RunFailed(f"the speed run of {cfg.memory.name} stopped with exit code {code}; its line above says so")
         with (Path(run_dir) / "metrics.csv").open() as f:
             rows = list(csv.DictReader(f))
     first, last = rows[0], rows[-1]
@@ -107,11 +109,11 @@ def main(argv: list[str] | None, agent: str) -> None:
         check_options(args)
     except ValueError as error:
         parser.refuse(str(error))
-    if args.part in ("speed", "all"):
-        speed_table(agent, args, args.device)
-    if args.part in ("learning", "all"):
-        try:
+    try:
+        if args.part in ("speed", "all"):
+            speed_table(agent, args, args.device)
+        if args.part in ("learning", "all"):
             sweep_dir = run_sweep(agent, args.tasks, args.memories, args.seeds, args.steps, args.out, args.jobs)
             summarise(sweep_dir, sweep_dir / "learning.png")
-        except SweepError as error:
-            parser.refuse(str(error), code=1)
+    except RunFailed as error:
+        parser.refuse(str(error), code=1)

@@ -34,11 +34,11 @@ def summarise(sweep_dir: Path, plot: Path) -> None:
     _run([sys.executable, "-m", "recurl.compare", str(sweep_dir), "--out", str(plot)], "python -m recurl.compare")
 
 
-class SweepError(Exception):
-    """A command of the learning bench failed; its own messages are above."""
+class RunFailed(Exception):
+    """A training run or command of an agent bench failed; its own messages are above."""
 
 
 def _run(command: list[str], what: str) -> None:
     code = subprocess.run(command, check=False).returncode
     if code:
-        raise SweepError(f"{what} failed with exit code {code}; its messages above say why")
+        raise RunFailed(f"{what} failed with exit code {code}; its messages above say why")
