@@ -53,7 +53,8 @@ class Agent(Protocol):
 
     def state_dict(self) -> dict: ...
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict, envs_restarted: bool = False) -> None:
+        """Restore ``state_dict``'s; ``envs_restarted``: the envs were reset, not restored from the checkpoint."""
 
 
 def agent_config(name: str, options: dict[str, Any]):

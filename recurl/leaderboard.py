@@ -3,10 +3,10 @@
 Its rows are ``recurl.compare``'s groups, one per task x memory. A memory is a configuration: the backbone, with the
 agent and any other key that differs between the runs of a task (``mingru total_steps=512``), labelled alike on every
 task, so it is compared across all the tasks it ran on. Each row has
-- ``mmer``: the mean over seeds of each run's MMER (max-mean episode return, ``compare.mmer``), and ``mmer_low``,
-  ``mmer_high``: its 95% percentile-bootstrap confidence interval over seeds (``compare.bootstrap_band``; with one
+- ``mmer``: the mean over seeds of each run's MMER (max-mean episode return, ``run_groups.mmer``), and ``mmer_low``,
+  ``mmer_high``: its 95% percentile-bootstrap confidence interval over seeds (``run_groups.bootstrap_band``; with one
   seed the interval is the value itself);
-- ``final_return``: the mean over seeds of each run's final return (``compare.final_return``);
+- ``final_return``: the mean over seeds of each run's final return (``run_groups.final_return``);
 - ``return_used``: the return these are of: ``eval_return`` for runs that evaluate, else ``episode_return``
   (``mixed`` when the seeds differ); see ``recurl.compare``;
 - ``suite_mean``: the memory's mean over tasks of its ``mmer``, and ``rank`` (1 = the best suite mean; ties share a

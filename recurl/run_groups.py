@@ -70,7 +70,8 @@ class CompareError(ValueError):
 
 # ---- statistics (one run's curve: steps and returns of the rows where an episode finished) -----------------------
 def finished_rows(steps: np.ndarray, returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows where an episode finished (``episode_return`` is not NaN)."""
+    """The rows where an episode finished, or an evaluation ran: ``returns`` (``episode_return`` or
+    ``eval_return``) is not NaN."""
     keep = ~np.isnan(returns)
     return steps[keep], returns[keep]
 
