@@ -12,7 +12,6 @@ command with one line (exit code 2).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
+from recurl.atomic_file import write_csv
 from recurl.command_line import Parser, file_on_path
 from recurl.run_groups import (
     CompareError,
@@ -130,19 +130,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def compare(dirs: list[Path], out: Path) -> list[dict[str, Any]]:
     """Plot to ``out``, write the table beside it (``.csv``) and return its rows; ``CompareError`` if impossible."""
     groups = load_groups(dirs)
     plot(groups, out)
     rows = [summarize(env, label, members) for (env, label), members in groups.items()]
-    write_csv(rows, out.with_suffix(".csv"))
+    write_csv(out.with_suffix(".csv"), COLUMNS, rows)
     return rows
 
 

@@ -18,7 +18,6 @@ and the same seeds every time, so its ``eval_return`` curve compares like with l
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recurl.atomic_file import replacing
+from recurl.atomic_file import write_csv
 from recurl.checkpoint import CheckpointError
 from recurl.command_line import Parser, positive_int, seed_value
 from recurl.policy import Policy, load_policy
@@ -116,12 +115,12 @@ def summary(episodes: list[Episode]) -> str:
     )
 
 
-def write_csv(path: Path, episodes: list[Episode]) -> None:
-    """One row per episode, written to a temporary file and renamed over ``path``."""
-    with replacing(path, newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["episode", "seed", "return", "length"])
-        writer.writerows([i, e.seed, e.episode_return, e.length] for i, e in enumerate(episodes))
+def write_episodes(path: Path, episodes: list[Episode]) -> None:
+    """One row per episode."""
+    rows = (
+        {"episode": i, "seed": e.seed, "return": e.episode_return, "length": e.length} for i, e in enumerate(episodes)
+    )
+    write_csv(path, ["episode", "seed", "return", "length"], rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, CheckpointError) as error:
         parser.refuse(str(error))
     try:
-        write_csv(path, episodes)
+        write_episodes(path, episodes)
     except OSError as error:  # a full disk: the previous eval.csv, if any, is kept
         parser.refuse(f"cannot write {path}: {error.strerror}; free some space, or fix the folder, and evaluate again")
     mode = "sampled actions" if args.sampled else "most likely actions"

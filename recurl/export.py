@@ -21,7 +21,6 @@ import importlib.util
 import io
 import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from recurl.atomic_file import replaced_by
 from recurl.checkpoint import CheckpointError
 from recurl.command_line import Parser
 from recurl.envs import resolve_env_id
@@ -144,18 +144,14 @@ def export_onnx(policy: Policy, path: Path, checkpoint: Path | None = None) -> E
         raise ValueError(f"memory {memory} cannot be exported to ONNX: {_root_cause(error)}") from None
     program.model.metadata_props[METADATA_KEY] = json.dumps(metadata)
     program.model.doc_string = f"recurl stepwise policy of {metadata['env']['id']}; metadata key {METADATA_KEY!r}"
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _quiet():
-            program.save(tmp, external_data=False)
-        check_against_torch(step, tmp, label=str(path))
-        os.replace(tmp, path)
+        with replaced_by(path) as tmp:
+            with _quiet():
+                program.save(tmp, external_data=False)
+            check_against_torch(step, tmp, label=str(path))
     except OSError as error:  # a folder that is a file or cannot be made, a file system that refuses it
         raise ValueError(f"cannot write {path}: {error.strerror} ({error.filename}); choose another path") from None
-    finally:
-        with contextlib.suppress(OSError):  # also under a parent that is a file (NotADirectoryError)
-            tmp.unlink(missing_ok=True)
     return ExportedPolicy(path, time.perf_counter() - start, path.stat().st_size)
 
 

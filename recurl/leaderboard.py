@@ -20,7 +20,6 @@ printing. It is not a command: ``python -m recurl.compare DIR [DIR ...] --leader
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from recurl.atomic_file import write_csv
 from recurl.run_groups import (
     CompareError,
     Run,
@@ -136,14 +136,6 @@ def returns_note(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def heatmap(rows: list[dict[str, Any]]) -> Figure:
     """Tasks (rows) x memories (columns, labelled and ordered by rank) coloured and labelled by MMER; the last row:
     suite means."""
@@ -180,7 +172,8 @@ def write_leaderboard(dirs: list[Path], out: Path) -> str:
     """Write the leaderboard of the runs under ``dirs`` to ``out`` (a heatmap) and beside it (``.csv``); return it
     as markdown. ``CompareError`` when the runs cannot be compared."""
     rows = leaderboard_rows(dirs)
-    write_csv(rows, out.with_suffix(".csv"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(out.with_suffix(".csv"), COLUMNS, rows)
     heatmap(rows).savefig(out, dpi=120)
     return format_markdown(rows)
 
