@@ -180,10 +180,14 @@ def check_against_torch(step: PolicyStep, path: Path, label: str, steps: int = 3
         inputs[state_at:] = expected[2:]
 
 
+def metadata(session) -> dict[str, Any]:
+    """What ``describe`` stored in the file an onnxruntime session runs: the env, the inputs and outputs."""
+    return json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+
+
 def initial_state(session, batch_size: int = 1) -> dict[str, np.ndarray]:
     """The state inputs of ``batch_size`` fresh episodes, read from an onnxruntime session's metadata."""
-    metadata = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
-    states = [spec for spec in metadata["inputs"] if spec["role"] == "state"]
+    states = [spec for spec in metadata(session)["inputs"] if spec["role"] == "state"]
     return {
         spec["name"]: np.full([batch_size, *spec["shape"][1:]], np.asarray(spec["initial"], dtype=spec["dtype"]))
         for spec in states

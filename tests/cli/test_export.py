@@ -13,7 +13,7 @@ from conftest import compose_config
 from recurl.agents.heads import make_action_head
 from recurl.agents.q_network import FlatActions
 from recurl.envs.encoding import make_encoder
-from recurl.export import export_onnx, initial_state, main
+from recurl.export import export_onnx, initial_state, main, metadata
 from recurl.memory import MEMORIES
 from recurl.memory.mlp import MLP
 from recurl.onnx_graph import EnvAction, observation_inputs, observation_leaves
@@ -130,12 +130,13 @@ def test_aaren_starts_from_minus_infinity_and_any_state_works_at_a_reset(exporte
 
 def test_the_batch_dimension_is_dynamic_and_the_metadata_describes_the_file(exported, onnxruntime):
     session = onnxruntime.InferenceSession(str(exported["minigrid"][1]))
-    metadata = json.loads(session.get_modelmeta().custom_metadata_map["recurl"])
-    described = [(spec["name"], spec["shape"], spec["dtype"]) for spec in metadata["inputs"]]
+    described_file = metadata(session)
+    assert described_file == json.loads(session.get_modelmeta().custom_metadata_map["recurl"])
+    described = [(spec["name"], spec["shape"], spec["dtype"]) for spec in described_file["inputs"]]
     assert [(i.name, i.shape) for i in session.get_inputs()] == [(n, s) for n, s, _ in described]
     assert [n for n, _, _ in described] == ["obs.direction", "obs.image", "reset", "state_0"]  # no mission string
     assert [o.name for o in session.get_outputs()] == ["action", "agent_action", "next_state_0"]
-    assert metadata["env"]["id"] == "MiniGrid-MemoryS7-v0" and metadata["memory"]["name"] == "gru"
+    assert described_file["env"]["id"] == "MiniGrid-MemoryS7-v0" and described_file["memory"]["name"] == "gru"
     env = recurl.load_policy(exported["minigrid"][0]).make_env()
     for batch in (1, 7):
         obs, _ = env.reset(seed=batch)
@@ -147,11 +148,11 @@ def test_the_batch_dimension_is_dynamic_and_the_metadata_describes_the_file(expo
 def test_the_readme_loop_plays_an_episode(exported, monkeypatch):
     readme = (Path(recurl.__file__).parents[1] / "README.md").read_text()
     loop = readme.split("## Exporting a policy")[1].split("```python\n")[1].split("```")[0]
-    assert 'gym.make("popgym-RepeatPreviousEasy-v0")' in loop  # the env of the runs above
     monkeypatch.chdir(exported["mingru"][0])  # where policy.onnx is
     played = {}
     exec(loop, played)
     assert played["done"] and played["state"]["state_0"].shape == (1, 2, 16)
+    assert played["env"].spec.id == "popgym-RepeatPreviousEasy-v0"  # the runs' env (RepeatPreviousEasy), from the file
 
 
 ENCODED_SPACES = {
