@@ -22,9 +22,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
+from gymnasium.vector import utils as vector_utils
 
 from recurl.atomic_file import write_csv
 from recurl.checkpoint import CheckpointError
@@ -70,7 +73,8 @@ def evaluate_policy(
         while active:
             rows = torch.tensor(active)
             actions, state_rows = policy.act(
-                _stack([obs[j] for j in active]), state[rows], reset[active], reward=rewards[active],
+                _batch(policy.observation_space, [obs[j] for j in active]), state[rows], reset[active],
+                reward=rewards[active],
                 deterministic=deterministic, generators=[generators[j] for j in active],
             )
             state[rows] = state_rows
@@ -94,16 +98,9 @@ def evaluate_policy(
     return [results[i] for i in range(episodes)]
 
 
-def _stack(observations: list):
-    """A batch of dict or tuple observations, as a gymnasium vector env returns it."""
-    first = observations[0]
-    if isinstance(first, dict):
-        return {key: _stack([o[key] for o in observations]) for key in first}
-    if isinstance(first, tuple):
-        return tuple(_stack(list(parts)) for parts in zip(*observations))
-    if isinstance(first, str):
-        return tuple(observations)
-    return np.stack(observations)
+def _batch(space: spaces.Space, observations: list) -> Any:
+    """Single observations of ``space`` as one batch, as a gymnasium vector env returns them."""
+    return vector_utils.concatenate(space, observations, vector_utils.create_empty_array(space, len(observations)))
 
 
 def summary(episodes: list[Episode]) -> str:

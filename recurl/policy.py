@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.vector import utils as vector_utils
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict
 
@@ -47,28 +48,15 @@ def default_checkpoint(run_dir: Path) -> Path:
     raise CheckpointError(f"{run_dir} has no checkpoints/{' or '.join(CHECKPOINTS)}")
 
 
-def _is_batched(space: spaces.Space, obs: Any) -> bool:
-    """Whether ``obs`` is a batch of observations of ``space`` (a vector env's) rather than one."""
+def _batch_size(space: spaces.Space, obs: Any) -> int | None:
+    """How many observations of ``space`` ``obs`` holds if it is a vector env's batch; None if it is one."""
     if isinstance(space, spaces.Dict):
         key = next(k for k, s in space.spaces.items() if not isinstance(s, spaces.Text))
-        return _is_batched(space[key], obs[key])
+        return _batch_size(space[key], obs[key])
     if isinstance(space, spaces.Tuple):
-        return _is_batched(space[0], obs[0])
-    if isinstance(space, spaces.Discrete):
-        return np.ndim(obs) == 1
-    return np.ndim(obs) == len(space.shape) + 1
-
-
-def _unbatch(space: spaces.Space, obs: Any) -> list:
-    """A vector env's batch of observations of ``space`` as a list of single observations."""
-    if isinstance(space, spaces.Dict):
-        parts = {key: _unbatch(sub, obs[key]) for key, sub in space.spaces.items()}
-        count = len(next(iter(parts.values())))
-        return [{key: items[i] for key, items in parts.items()} for i in range(count)]
-    if isinstance(space, spaces.Tuple):
-        parts = [_unbatch(sub, part) for sub, part in zip(space.spaces, obs)]
-        return [tuple(items[i] for items in parts) for i in range(len(parts[0]))]
-    return list(obs)
+        return _batch_size(space[0], obs[0])
+    single_ndim = 0 if isinstance(space, spaces.Discrete) else len(space.shape)
+    return len(obs) if np.ndim(obs) == single_ndim + 1 else None
 
 
 class Policy:
@@ -119,8 +107,10 @@ class Policy:
         for deterministic actions). The network runs on the whole batch, whose size can change the rounding of its
         matrix products: an env's continuous actions may differ in their last bits with the envs beside it.
         """
-        batched = _is_batched(self.observation_space, obs)
-        items = _unbatch(self.observation_space, obs) if batched else [obs]
+        size = _batch_size(self.observation_space, obs)
+        batched = size is not None
+        space = self.observation_space
+        items = list(vector_utils.iterate(vector_utils.batch_space(space, size), obs)) if batched else [obs]
         encoded = torch.as_tensor(np.stack([self.encode(item) for item in items]), dtype=self.dtype, device=self.device)
         batch = len(items)
         if state.batch_size[0] != batch:
