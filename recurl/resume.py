@@ -81,8 +81,9 @@ def is_finished(run_dir: Path, total_steps: int) -> bool:
 
 def existing_run(run_dir: Path, existing: str, total_steps: int) -> str:
     """What a new run in ``run_dir`` does about a run already there: ``"new"`` (start one), ``"finished"`` (nothing to
-    do) or ``"resume"`` (continue it from ``checkpoints/latest.pt``). ``existing=refuse`` refuses any run there;
-    ``existing=resume`` starts afresh only where the run stopped before its first checkpoint, dropping its rows."""
+    do), ``"resume"`` (continue it from ``checkpoints/latest.pt``) or ``"restart"`` (start one in place of a run that
+    stopped before its first checkpoint, whose rows are dropped here; ``record_config`` then replaces its record).
+    ``existing=refuse`` refuses any run there."""
     if existing not in EXISTING:
         raise ValueError(f"existing={existing}: choose one of {', '.join(EXISTING)}")
     if not holds_a_run(run_dir):
@@ -97,7 +98,7 @@ def existing_run(run_dir: Path, existing: str, total_steps: int) -> str:
     if (run_dir / "checkpoints" / "latest.pt").is_file():
         return "resume"
     (run_dir / "metrics.csv").unlink(missing_ok=True)
-    return "new"
+    return "restart"
 
 
 def output_subdir_for(resume: str | None, output_dir: str) -> str | None:
@@ -205,6 +206,16 @@ def recorded_config(run_dir: Path) -> Path:
     not exist: a run made through ``recurl.training.train``)."""
     resumed = run_dir / RESUMED_CONFIG
     return resumed if resumed.is_file() else run_dir / ".hydra" / "config.yaml"
+
+
+def record_config(run_dir: Path, cfg: DictConfig) -> None:
+    """Replace Hydra's record of the config (``.hydra/config.yaml``) by ``cfg``'s: for a run restarted in place, where
+    Hydra wrote no record and the one there is the stopped attempt's, which ``compare`` and a later resume would
+    read as this run's."""
+    path = run_dir / ".hydra" / "config.yaml"
+    path.parent.mkdir(exist_ok=True)
+    with replacing(path) as f:
+        OmegaConf.save(cfg, f)
 
 
 def record_resumed_config(run_dir: Path, config: dict) -> None:

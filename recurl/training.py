@@ -48,6 +48,7 @@ from recurl.resume import (
     holds_a_run,
     metrics_kept,
     output_subdir_for,
+    record_config,
     record_resumed_config,
     resolve_resume,
     resumed_config,
@@ -199,8 +200,11 @@ def prepare(cfg: DictConfig, overrides: list[str], new_run_dir: Path):
         if found == "finished":
             print(f"recurl.train: {new_run_dir} already finished ({cfg.total_steps} steps)", file=sys.stderr)
             return None
-        if found == "new":
-            return cfg, new_run_dir, *setup(cfg), None
+        if found in ("new", "restart"):
+            envs, agent = setup(cfg)
+            if found == "restart":
+                record_config(new_run_dir, cfg)
+            return cfg, new_run_dir, envs, agent, None
     run_dir, checkpoint = resolve_resume(str(cfg.resume or new_run_dir))
     cfg = resumed_config(checkpoint, overrides, cfg)
     envs, agent = setup(cfg)

@@ -1,6 +1,7 @@
 """Resuming: what a resumed run starts from, which overrides beside ``resume=`` apply, and where it writes."""
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,3 +212,14 @@ def test_a_top_level_key_cannot_be_deleted():
     for key in ("seed", "video", "eval_every"):
         assert command_line_error([f"~{key}"]) == f"~{key}: recurl needs its key {key}; set it instead ({key}=...)"
     assert command_line_error(["~agent.gamma"]) is None
+
+
+def test_a_run_restarted_in_place_is_recorded_as_itself(tmp_path):
+    """existing=resume restarts a run that stopped before its first checkpoint. Hydra writes no record then, and
+    the stopped attempt's (another memory here) would have made every later resume refuse the run's own checkpoint."""
+    run_dir = made_by_hydra(tmp_path / "run", "total_steps=64")
+    shutil.rmtree(run_dir / "checkpoints")  # as if it stopped before its first checkpoint
+    args = ["existing=resume", "memory=lstm", "total_steps=64"]
+    assert run(*prepare(config(*args), args, run_dir)) == 0
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").memory.name == "lstm"
+    assert run(*resumed(f"resume={run_dir}", "total_steps=128")) == 0
