@@ -32,6 +32,7 @@ class GRU(nn.Module):
         if x.device.type == "cuda":
             return run_with_resets(self.gru, x, state, resets)
         gi = nn.functional.linear(x, self.gru.weight_ih_l0, self.gru.bias_ih_l0)
+        gi = gi.to(state[0].dtype)  # autocast makes it bf16; the loop's matmuls and its backward run in the state's
         y, h = gru_sequence(gi, state[0], self.gru.weight_hh_l0, self.gru.bias_hh_l0, resets)
         return y, (h,)
 

@@ -65,7 +65,7 @@ class Memory(nn.Module):
         if x.dim() != 2 + time or x.shape[-1] != self.input_size or 0 in x.shape[:-1]:
             raise ValueError(f"{expected} with B, T >= 1; got x {tuple(x.shape)}")
         dtype = self.input_proj.weight.dtype
-        if x.dtype != dtype:
+        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):  # autocast casts it
             raise ValueError(f"{expected} in the memory's dtype, {dtype}; got x {x.dtype} (convert x, or the memory)")
         batch_shape = x.shape[:-1]
         if resets is None:
@@ -76,9 +76,8 @@ class Memory(nn.Module):
             raise ValueError(f"memory.{what}: expected {flags} a torch.bool tensor {list(batch_shape)}; got {got}")
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
-        elif not isinstance(state, tuple):
-            raise ValueError(f"memory.{what}: the state is the tuple of tensors initial_state gives; got a "
-                             f"{type(state).__name__}")
+        elif isinstance(state, torch.Tensor):
+            raise ValueError(f"memory.{what}: the state is the tuple of tensors initial_state gives; got a tensor")
         elif any(part.shape[:2] != (x.shape[0], self.num_layers) for part in state):
             shapes = ", ".join(str(tuple(part.shape)) for part in state)
             raise ValueError(

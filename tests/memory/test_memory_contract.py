@@ -264,8 +264,22 @@ def test_make_memory_refuses_bad_requests():
         mem.step(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match=r"in the memory's dtype, torch.float32; got x torch.float64 \(convert x"):
         mem(torch.randn(2, 4, 3, dtype=torch.float64))  # torch's own error named neither the memory nor the fix
-    with pytest.raises(ValueError, match="the state is the tuple of tensors initial_state gives; got a Tensor"):
+    with pytest.raises(ValueError, match="the state is the tuple of tensors initial_state gives; got a tensor"):
         mem.step(torch.randn(2, 3), torch.zeros(2, 2, 8))  # an nn.GRU habit
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_mixed_precision_inputs_run_under_autocast(name):
+    """Under torch.autocast a layer before the memory hands it bf16 features; autocast casts them where it must, so
+    the memory's dtype check lets them through (outside autocast it names the mismatch, above)."""
+    mem = make_memory(name, INPUT, HIDDEN)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.nn.Linear(3, INPUT)(torch.randn(2, 4, 3))
+        assert x.dtype == torch.bfloat16
+        y, _ = mem(x)
+        assert torch.isfinite(y.float()).all()
+        y_t, _ = mem.step(x[:, 0], list(mem.initial_state(2)))  # a list works as the tuple does
+        assert torch.isfinite(y_t.float()).all()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
