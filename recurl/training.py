@@ -34,6 +34,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from recurl.agents.errors import NonFiniteError
@@ -220,21 +221,25 @@ def check_run_options(cfg: DictConfig) -> None:
     check_logger(cfg)
 
 
-def forget_hydra_record(run_dir: Path) -> None:
+def forget_hydra_record(run_dir: Path, made_above: int = 0) -> None:
     """After a refusal: Hydra's record of the job (``.hydra``) goes, and its folder if that leaves it empty, unless
-    the folder holds a run (then the record of the refused command is all that was added). So do the folders above
-    it, up to the working directory, that are left empty (``runs/<date>/``, which Hydra made for it)."""
+    the folder holds a run (then the record of the refused command is all that was added). So do the ``made_above``
+    folders above it that Hydra's default layout made for it (``runs/<date>/`` and ``runs/``), where left empty."""
     if holds_a_run(run_dir):
         return
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-    here = Path.cwd()
-    for folder in [run_dir, *run_dir.parents]:
-        if folder != run_dir and here not in folder.parents:  # the working directory, or a folder outside it
-            break
+    for folder in [run_dir, *run_dir.parents[:made_above]]:
         try:
             folder.rmdir()  # only an empty one
         except OSError:
             break
+
+
+def _made_above(hydra_cfg) -> int:
+    """How many folders above a single run's folder are the default layout's own (``runs/<date>/<run>``): none
+    where ``hydra.run.dir`` names the folder (those above it may be the user's) or in a multirun."""
+    named = any(o.split("=", 1)[0].lstrip("+") == "hydra.run.dir" for o in hydra_cfg.overrides.hydra)
+    return 0 if named or hydra_cfg.mode == RunMode.MULTIRUN else 2
 
 
 @hydra.main(config_path=str(CONF), config_name=CONFIG_NAME, version_base="1.3")
@@ -246,7 +251,7 @@ def hydra_main(cfg: DictConfig) -> None:
         check_run_options(cfg)
         prepared = prepare(cfg, overrides, output_dir)
     except ValueError as error:
-        forget_hydra_record(output_dir)
+        forget_hydra_record(output_dir, _made_above(hydra_cfg))
         print(f"recurl.train: error: {error}", file=sys.stderr)
         sys.exit(2)
     if prepared is None:
@@ -254,6 +259,6 @@ def hydra_main(cfg: DictConfig) -> None:
     cfg, run_dir, envs, agent, returns_record = prepared
     code = run(cfg, run_dir, envs, agent, returns_record)
     if code == 2:  # refused before training: nothing of this command is kept
-        forget_hydra_record(run_dir)
+        forget_hydra_record(run_dir, _made_above(hydra_cfg))
     if code:  # sys.exit(0) would end a Hydra multirun after its first job
         sys.exit(code)

@@ -71,14 +71,19 @@ def test_the_command_line_is_checked_before_torch_is_imported():
 
 
 def test_a_value_refused_in_the_default_run_folder_leaves_no_dated_folder(tmp_path):
-    """Hydra makes runs/<date>/<time>_.../ before the values are checked; all three go again."""
+    """Hydra makes runs/<date>/<time>_.../ before the values are checked; all three go again. Folders above a run
+    folder named with hydra.run.dir are the user's, and stay, empty or not."""
     (tmp_path / "keep").mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "recurl.train", "total_steps=-5"], capture_output=True, text=True, timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2 and "total_steps must be a positive integer" in result.stderr
-    assert list(tmp_path.iterdir()) == [tmp_path / "keep"]
+    for named in ([], ["hydra.run.dir=keep/empty/run"]):
+        if named:
+            (tmp_path / "keep" / "empty").mkdir()
+        result = subprocess.run(
+            [sys.executable, "-m", "recurl.train", "total_steps=-5", *named], capture_output=True, text=True,
+            timeout=300, cwd=tmp_path,
+        )
+        assert result.returncode == 2 and "total_steps must be a positive integer" in result.stderr
+        assert list(tmp_path.iterdir()) == [tmp_path / "keep"]
+    assert list((tmp_path / "keep").iterdir()) == [tmp_path / "keep" / "empty"]
 
 
 def test_a_mistake_beside_resume_is_one_line_and_the_run_is_untouched(tmp_path):
