@@ -124,7 +124,7 @@ def _output_folder_error(override: Override) -> str | None:
     makedirs would fail with a traceback."""
     if override.key_or_group not in ("hydra.run.dir", "hydra.sweep.dir") or override.is_sweep_override():
         return None
-    value = override.get_value_element_as_str()
+    value = str(override.value())  # unquoted
     if "${" in value:  # interpolated when Hydra runs
         return None
     file = file_on_path(Path(value))
@@ -135,7 +135,7 @@ def _values(override: Override) -> list[str]:
     """The option(s) a group override chooses: one, or each of a multirun's sweep."""
     if override.is_sweep_override():
         return list(override.sweep_string_iterator())
-    return [override.get_value_element_as_str()]
+    return [str(override.value())]  # unquoted: memory='lstm' is memory=lstm
 
 
 _ABSENT = object()

@@ -137,13 +137,17 @@ def resumed_config(checkpoint: Path, overrides: list[str], composed: DictConfig)
     parsed = OverridesParser.create().parse_overrides(overrides)  # as Hydra reads them for a new run
     for override in parsed:
         key, line = override.key_or_group, override.input_line
+        value = override.value()  # unquoted, typed: as Hydra reads it
         if key in FIXED:
             saved = OmegaConf.select(cfg, FIXED[key])
-            if override.is_delete() or not _same(FIXED[key], override.get_value_element_as_str(), saved, cfg):
+            if override.is_delete() or not _same(FIXED[key], str(value), saved, cfg):
                 raise ValueError(f"{line}: a resumed run keeps its {FIXED[key]} ({saved}); start a new run instead")
         elif key == "experiment":
-            _check_preset(override.get_value_element_as_str(), cfg, {o.key_or_group for o in parsed})
+            _check_preset(str(value), cfg, {o.key_or_group for o in parsed})
         elif override.is_delete():  # a group's key (recurl.cli_errors refuses the top-level ones): its default
+            saved = OmegaConf.select(cfg, key)
+            if value is not None and value != saved:  # ~key=value deletes only that value, as Hydra's does
+                raise ValueError(f"{line}: the run's {key} is {saved}, not {value}; leave out the value to delete it")
             parent, _, leaf = key.rpartition(".")
             OmegaConf.select(cfg, parent).pop(leaf, None)
         elif isinstance(composed.get(key), DictConfig):

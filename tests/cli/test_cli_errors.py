@@ -154,6 +154,9 @@ def test_a_run_folder_that_is_a_file_is_named(tmp_path):
             assert command_line_error([f"{key}={path}"]) == (
                 f"{key}={path}: {tmp_path / 'taken'} is a file; give a folder (it is made if missing)"
             )
+    assert command_line_error([f"hydra.run.dir='{tmp_path / 'taken'}'"]) == (  # quoted, as a path with a space is
+        f"hydra.run.dir='{tmp_path / 'taken'}': {tmp_path / 'taken'} is a file; give a folder (it is made if missing)"
+    )
     assert command_line_error([f"hydra.run.dir={tmp_path / 'new' / 'run'}"]) is None
 
 

@@ -205,6 +205,10 @@ def test_a_key_deleted_beside_resume_takes_its_default(tmp_path):
     cfg, _, envs, _, _ = resumed(f"resume={tmp_path}", "agent.learning_rate=3e-4", "total_steps=128")
     envs.close()
     assert cfg.agent.learning_rate == 3e-4  # a number, as Hydra parses it for a new run (YAML 1.1 left '3e-4' a string)
+    with pytest.raises(ValueError, match=r"~agent.gamma=0.99: the run's agent.gamma is 0.5, not 0.99; leave out"):
+        resumed(f"resume={tmp_path}", "~agent.gamma=0.99", "total_steps=128")  # Hydra's rule: that value only
+    cfg, _, envs, _, _ = resumed(f"resume={tmp_path}", "env.id='RepeatFirstEasy'", "seed='0'", "total_steps=128")
+    envs.close()  # quoted values are the values: the run's env and seed
 
 
 def test_a_top_level_key_cannot_be_deleted():
