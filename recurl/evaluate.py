@@ -2,15 +2,15 @@
 
     python -m recurl.evaluate RUN [--episodes N] [--sampled] [--checkpoint PATH] [--seed S] [--envs K]
 
-Episode ``i`` starts from ``env.reset(seed=S + i)``, so an evaluation is reproducible and two policies can be
-compared on the same episodes. ``S`` defaults to ``eval_seed(run seed)``, 1,000,000 x (the run's seed + 1): each run
+Episode ``i`` starts from ``env.reset(seed=S + i)``, so an evaluation is reproducible and two policies can be compared
+on the same episodes. ``S`` defaults to ``eval_seed(run seed)``, 1,000,000 x (the run's seed mod 4,000, + 1): each run
 seed has its own million episodes, so the runs of a backbone's seeds are evaluated on different episodes, as they
-trained on different ones. Actions are the most likely ones unless ``--sampled``; then episode ``i`` samples its
-actions from a torch generator of its own, seeded with ``S + i``. ``K`` envs play at once (each its own share of the
-episodes, in order). The results repeat exactly for the same ``K``; across ``K`` they agree up to floating-point
-rounding (a batch of another size rounds its matrix products differently): in practice the same discrete actions,
-and continuous actions (Box) that differ in their last bits. It prints the mean ± std of the return and the length and
-writes one row per episode to ``RUN/eval.csv`` (replaced atomically; checked writable before any episode is played).
+trained on different ones. Actions are the most likely ones unless ``--sampled``; then episode ``i`` samples its actions
+from a torch generator of its own, seeded with ``S + i``. ``K`` envs play at once (each its own share of the episodes,
+in order). The results repeat exactly for the same ``K``; across ``K`` they agree up to floating-point rounding (a batch
+of another size rounds its matrix products differently): in practice the same discrete actions, and continuous actions
+(Box) that differ in their last bits. It prints the mean ± std of the return and the length and writes one row per
+episode to ``RUN/eval.csv`` (replaced atomically; checked writable before any episode is played).
 
 Training's periodic evaluation (``eval_every``) uses ``evaluate_policy`` with the live network, most likely actions
 and the same seeds every time, so its ``eval_return`` curve compares like with like.
@@ -31,18 +31,20 @@ from gymnasium.vector import utils as vector_utils
 
 from recurl.atomic_file import write_csv
 from recurl.checkpoint import CheckpointError
-from recurl.command_line import Parser, positive_int, seed_value
+from recurl.command_line import MAX_SEED, Parser, positive_int, seed_value
 from recurl.policy import Policy, load_policy
 
-#: The episode seeds of each run seed's evaluation (``eval_seed``).
+#: The episode seeds of each run seed's evaluation (``eval_seed``), and how many run seeds get blocks of their own.
 SEEDS_PER_RUN = 1_000_000
+RUN_SEEDS_APART = 4_000
 
 
 def eval_seed(run_seed: int) -> int:
     """The seed of evaluation episode 0 of a run with seed ``run_seed``; episode ``i`` has ``eval_seed + i``. Runs of
-    different seeds get disjoint blocks (for fewer than a million episodes); with ``S + i`` for run seed ``S``,
-    seeds 0 and 1 would share all but one of their episodes."""
-    return SEEDS_PER_RUN * (run_seed + 1)
+    different seeds get disjoint blocks (for fewer than a million episodes; seeds ``RUN_SEEDS_APART`` apart share
+    one, which keeps every episode seed below 2**32, numpy's limit); with ``S + i`` for run seed ``S``, seeds 0 and
+    1 would share all but one of their episodes."""
+    return SEEDS_PER_RUN * (run_seed % RUN_SEEDS_APART + 1)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ def evaluate_policy(
     actions sampled from a generator seeded with ``seed + i``), on up to ``num_envs`` envs at once."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if seed + episodes - 1 > MAX_SEED:  # numpy's limit, which some envs seed their generators with
+        raise ValueError(f"episode seeds {seed}..{seed + episodes - 1} go past 2**32 - 1; give a smaller seed")
     envs = [policy.make_env() for _ in range(min(episodes, num_envs))]
     queues = [list(range(j, episodes, len(envs))) for j in range(len(envs))]  # env j plays episodes j, j + K, ...
     results: dict[int, Episode] = {}
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sampled", action="store_true", help="sample actions (default: the most likely action)")
     parser.add_argument("--checkpoint", type=Path, help="default: RUN/checkpoints/final.pt, else latest.pt")
     parser.add_argument(
-        "--seed", type=seed_value, help=f"seed of episode 0 (default: {SEEDS_PER_RUN:,} x (the run's seed + 1))"
+        "--seed", type=seed_value,
+        help=f"seed of episode 0 (default: {SEEDS_PER_RUN:,} x (the run's seed mod {RUN_SEEDS_APART:,}, + 1))",
     )
     parser.add_argument("--envs", type=positive_int, default=8, help="envs played at once (default 8)")
     args = parser.parse_args(argv)

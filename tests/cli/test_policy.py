@@ -183,6 +183,9 @@ def test_an_eval_csv_whose_write_fails_is_one_line_and_the_previous_one_is_kept(
 def test_each_run_seed_is_evaluated_on_episodes_of_its_own(runs, capsys):
     """With S + i for run seed S, the runs of seeds 0 and 1 would share all but one of their episodes."""
     assert [eval_seed(s) for s in (0, 1, 2)] == [1_000_000, 2_000_000, 3_000_000]
+    assert eval_seed(3_999) == 4_000_000_000 and eval_seed(4_000) == eval_seed(0)  # below 2**32, numpy's limit
+    with pytest.raises(ValueError, match=r"episode seeds 4294967295..4294967296 go past 2\*\*32 - 1"):
+        evaluate_policy(recurl.load_policy(runs["popgym"]), 2, 2**32 - 1)
     evaluate_main([str(runs["popgym"]), "--episodes", "2", "--envs", "1"])
     with (runs["popgym"] / "eval.csv").open() as f:
         seeds = [int(row["seed"]) for row in csv.DictReader(f)]
