@@ -1,6 +1,6 @@
 """What every ``python -m recurl.X`` command line shares: a mistake in it is one line, ``recurl.X: error: ...``,
 with exit code 2, argparse's own (an unknown option, a value of the wrong type) included, which argparse would print
-after the whole usage; and the count types."""
+after the whole usage; and the argparse types they share (a count, a seed, a folder to write in)."""
 
 from __future__ import annotations
 
@@ -28,21 +28,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: 0 or more (a seed)."""
-    value = _integer(text, "give 0 or more")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
-    return value
-
-
 #: The largest seed: numpy's, which recurl.train seeds.
 MAX_SEED = 2**32 - 1
 
 
 def seed_value(text: str) -> int:
     """An argparse type: a seed, from 0 to ``MAX_SEED``."""
-    value = non_negative_int(text)
+    value = _integer(text, "give 0 or more")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
     if value > MAX_SEED:
         raise argparse.ArgumentTypeError(f"{value} is past 2**32 - 1; give a seed from 0 to {MAX_SEED}")
     return value

@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from recurl import compare, evaluate, export, record, suite
-from recurl.command_line import non_negative_int, positive_int
+from recurl.command_line import positive_int, seed_value
 
 COMMANDS = {"evaluate": evaluate.main, "record": record.main, "export": export.main, "compare": compare.main,
             "suite": suite.main}
@@ -50,13 +50,13 @@ def test_the_commands_own_checks_share_the_form(tmp_path, capsys):
 
 @pytest.mark.parametrize("text, value", [("1", 1), ("+7", 7), (" 12 ", 12)])
 def test_counts_read_integers(text, value):
-    assert positive_int(text) == value and non_negative_int(text) == value
+    assert positive_int(text) == value and seed_value(text) == value
 
 
 def test_counts_refuse_what_is_not_one():
-    assert non_negative_int("0") == 0
+    assert seed_value("0") == 0
     for text, message in [("0", "0 is not positive"), ("-2", "-2 is not positive"), ("2.5", "'2.5' is not an integer")]:
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             positive_int(text)
     with pytest.raises(argparse.ArgumentTypeError, match="-1 is negative; give 0 or more"):
-        non_negative_int("-1")
+        seed_value("-1")
