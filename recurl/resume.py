@@ -153,7 +153,7 @@ def resumed_config(checkpoint: Path, overrides: list[str], composed: DictConfig)
         elif isinstance(composed.get(key), DictConfig):
             cfg[key] = composed[key]
         else:
-            OmegaConf.update(cfg, key, override.value(), force_add=True)
+            OmegaConf.update(cfg, key, value, force_add=True)
     return cfg
 
 
@@ -216,16 +216,16 @@ def record_config(run_dir: Path, cfg: DictConfig) -> None:
     """Replace Hydra's record of the config (``.hydra/config.yaml``) by ``cfg``'s: for a run restarted in place, where
     Hydra wrote no record and the one there is the stopped attempt's, which ``compare`` and a later resume would
     read as this run's."""
-    path = run_dir / ".hydra" / "config.yaml"
-    path.parent.mkdir(exist_ok=True)
-    with replacing(path) as f:
-        OmegaConf.save(cfg, f)
+    _save_config(run_dir / ".hydra" / "config.yaml", cfg)
 
 
 def record_resumed_config(run_dir: Path, config: dict) -> None:
     """Write the config a resumed run now runs with (``RESUMED_CONFIG``), replacing the last resume's at once: what
     ``recurl.compare`` groups the run by."""
-    path = run_dir / RESUMED_CONFIG
+    _save_config(run_dir / RESUMED_CONFIG, config)
+
+
+def _save_config(path: Path, config: DictConfig | dict) -> None:
     path.parent.mkdir(exist_ok=True)  # a run trained through recurl.training.train, not Hydra, has no .hydra yet
     with replacing(path) as f:
         OmegaConf.save(OmegaConf.create(config), f)
